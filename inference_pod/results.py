@@ -1,0 +1,162 @@
+"""The records the loader writes: one result object per input, progress heartbeats, the shard summary."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .planner import Item
+
+RESULT_SCHEMA = "ocrjob.result/v1"
+PROGRESS_SCHEMA = "ocrjob.progress/v1"
+SHARD_SUMMARY_SCHEMA = "ocrjob.shard-summary/v1"
+TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
+ERRORS_KEPT = 100_000  # per shard summary: enough for `ocrjob retry`; the termination message is cut to 4 KiB
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def source_record(item: Item, input_uri: str) -> dict:
+    return {"uri": f"{input_uri.rstrip('/')}/{item.key}", "key": item.key, "etag": item.etag, "size": item.size}
+
+
+def ok_record(
+    item: Item, input_uri: str, pages: list[dict], context: dict, timing: dict[str, float], kind: str
+) -> dict:
+    return {
+        "schema": RESULT_SCHEMA,
+        "status": "ok",
+        "source": source_record(item, input_uri),
+        "format": kind,
+        "page_count": len(pages),
+        "text": "\n\n".join(page["text"] for page in pages),
+        "pages": pages,
+        **context,
+        "timing": {k: round(v, 4) for k, v in timing.items()},
+        "created": utc_now(),
+        "error": None,
+    }
+
+
+def error_record(item: Item, input_uri: str, code: str, message: str, context: dict) -> dict:
+    return {
+        "schema": RESULT_SCHEMA,
+        "status": "error",
+        "source": source_record(item, input_uri),
+        "page_count": 0,
+        "text": "",
+        "pages": [],
+        **context,
+        "created": utc_now(),
+        "error": {"code": code, "message": message},
+    }
+
+
+def page_record(number: int, prediction: dict) -> dict:
+    lines = prediction["lines"]
+    return {
+        "page": number,
+        "width": prediction["width"],
+        "height": prediction["height"],
+        "text": "\n".join(line["text"] for line in lines),
+        "lines": lines,
+    }
+
+
+def encode(record: dict) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass
+class ShardTally:
+    """Counts kept by the coordinator from the outcomes its workers report."""
+
+    total: int
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pages: int = 0
+    errors: list[dict] = field(default_factory=list)
+    error_codes: Counter = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+    def add(self, outcome: dict) -> None:
+        status = outcome["status"]
+        if status == "ok":
+            self.ok += 1
+            self.pages += outcome.get("pages", 0)
+        elif status == "skipped":
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.error_codes[outcome["code"]] += 1
+            if len(self.errors) < ERRORS_KEPT:
+                self.errors.append({"key": outcome["key"], "code": outcome["code"], "message": outcome["message"]})
+
+    def counts(self) -> dict:
+        return {
+            "total": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped,
+            "pending": self.total - self.done, "pages": self.pages,
+        }
+
+
+def progress_record(job_id: str, shard: int, state: str, tally: ShardTally, started: float, extra: dict) -> dict:
+    now = time.time()
+    return {
+        "schema": PROGRESS_SCHEMA, "job_id": job_id, "shard_index": shard, "state": state,
+        "items": tally.counts(), "started_at": started, "updated_at": now, "updated": utc_now(),
+        "host": socket.gethostname(), **extra,
+    }
+
+
+def shard_summary(
+    job_id: str, shard: int, status: str, exit_code: int, message: str, tally: ShardTally,
+    started: float, finished: float, extra: dict,
+) -> dict:
+    seconds = max(finished - started, 1e-9)
+    return {
+        "schema": SHARD_SUMMARY_SCHEMA, "job_id": job_id, "shard_index": shard, "status": status,
+        "exit_code": exit_code, "message": message, "items": tally.counts(),
+        "error_codes": dict(tally.error_codes), "errors": tally.errors,
+        "errors_truncated": max(0, tally.failed - len(tally.errors)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "seconds": round(seconds, 3),
+        "throughput": {
+            "items_per_second": round((tally.ok + tally.failed) / seconds, 4),
+            "pages_per_second": round(tally.pages / seconds, 4),
+        },
+        "host": socket.gethostname(), **extra,
+    }
+
+
+def termination_message(summary: dict, limit: int = TERMINATION_LOG_LIMIT) -> bytes:
+    """The shard summary cut down to what Kubernetes keeps (4 KiB): counts first, then as many errors as fit."""
+    compact = {
+        k: summary.get(k)
+        for k in ("schema", "job_id", "shard_index", "status", "exit_code", "items", "seconds", "error_codes")
+    }
+    compact["message"] = (summary.get("message") or "")[:600]
+    devices = summary.get("devices") or []
+    compact["device"] = devices[0] if devices else None
+    compact["errors"] = []
+    data = encode(compact)
+    for error in summary.get("errors", []):
+        trial = dict(compact, errors=[*compact["errors"], {**error, "message": error["message"][:200]}])
+        encoded = encode(trial)
+        if len(encoded) > limit:
+            break
+        compact, data = trial, encoded
+    if len(data) > limit:  # only if the message itself is huge
+        compact["message"] = compact["message"][:100]
+        compact["error_codes"] = {}
+        data = encode(compact)
+    return data[:limit]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+
+from inference_pod import results
+from inference_pod.jobsummary import build_job_summary
+from inference_pod.planner import Item
+
+
+def test_termination_message_fits_4kib_and_keeps_counts() -> None:
+    tally = results.ShardTally(total=5000)
+    for i in range(3000):
+        key = f"dir/very-long-name-{i:05d}.png"
+        tally.add({"status": "failed", "key": key, "code": "corrupt", "message": "x" * 300})
+    for _ in range(2000):
+        tally.add({"status": "ok", "pages": 2})
+    summary = results.shard_summary("job", 3, "succeeded", 0, "done", tally, 0.0, 10.0, {"devices": [{"kind": "cpu"}]})
+    assert len(summary["errors"]) == 3000  # the stored summary keeps every error for `ocrjob retry`
+    message = results.termination_message(summary)
+    assert len(message) <= results.TERMINATION_LOG_LIMIT
+    decoded = json.loads(message)
+    assert decoded["items"]["failed"] == 3000 and decoded["items"]["ok"] == 2000
+    assert decoded["device"] == {"kind": "cpu"} and decoded["errors"]
+
+
+def test_records_are_json_with_source_and_error() -> None:
+    item = Item("a/b.png", 12, "etag1")
+    record = results.error_record(item, "s3://bucket/in/", "corrupt", "bad bytes", {"job_id": "j"})
+    assert record["source"] == {"uri": "s3://bucket/in/a/b.png", "key": "a/b.png", "etag": "etag1", "size": 12}
+    assert record["error"] == {"code": "corrupt", "message": "bad bytes"} and record["status"] == "error"
+    json.loads(results.encode(record))
+
+
+def test_job_summary_merges_shards_and_counts_missing_as_pending() -> None:
+    plan = {
+        "job_id": "j", "input": "in", "output": "out", "item_count": 5, "skipped": {},
+        "shards": [{"index": 0, "items": 3}, {"index": 1, "items": 2}],
+    }
+    shard0 = {
+        "status": "succeeded", "items": {"ok": 2, "failed": 1, "skipped": 0, "pages": 4},
+        "error_codes": {"corrupt": 1}, "errors": [{"key": "x.png", "code": "corrupt", "message": "m"}],
+        "devices": [{"kind": "cpu"}], "seconds": 3.0,
+    }
+    summary = build_job_summary(plan, {0: shard0, 1: None})
+    assert summary["status"] == "incomplete"
+    assert summary["items"] == {"total": 5, "ok": 2, "failed": 1, "skipped": 0, "pending": 2, "pages": 4}
+    assert summary["failed_items"] == [{"key": "x.png", "code": "corrupt", "message": "m"}]
+    assert [s["status"] for s in summary["shards"]] == ["succeeded", "pending"]
