@@ -9,12 +9,19 @@ disk, so a reader never sees a half-written object.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlparse
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+TMP_PREFIX = ".ocrjob-tmp-"  # in-progress local writes; never listed
+# Characters a bucket name can contain at all (AWS adds length/shape rules; S3-compatible stores vary).
+_BUCKET_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class StorageError(RuntimeError):
@@ -105,13 +112,29 @@ def parse_location(uri: str) -> Location:
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise ValueError(f"{uri!r} has no bucket: write it as s3://bucket/prefix")
-        if parsed.query or parsed.fragment:
+        if parsed.query or parsed.fragment or uri.endswith(("?", "#")):
             raise ValueError(f"{uri!r} has a query or fragment: write it as s3://bucket/prefix")
+        if not _BUCKET_CHARS.fullmatch(parsed.netloc):
+            raise ValueError(f"{parsed.netloc!r} in {uri!r} is not a bucket name (letters, digits, '.', '-', '_'; "
+                             "no credentials or port): write it as s3://bucket/prefix and set the endpoint "
+                             "with OCRJOB_S3_ENDPOINT")
         return Location("s3", parsed.netloc, parsed.path.strip("/"))
+    if re.match(r"s3:/?(?!/)", uri, re.IGNORECASE) or uri.startswith("S3://"):
+        raise ValueError(f"{uri!r} looks like a mistyped S3 location: write it as s3://bucket/prefix")
     if "://" in uri and not uri.startswith("file://"):
         scheme = uri.split("://", 1)[0]
         raise ValueError(f"unsupported scheme {scheme!r} in {uri!r}: use s3://bucket/prefix or a local path")
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = uri
+    if uri.startswith("file://"):
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"{uri!r} names host {parsed.netloc!r}: write a local path as file:///abs/path "
+                             "or just /abs/path")
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"{uri!r} has a query or fragment: write it as file:///abs/path")
+        path = unquote(parsed.path)
+        if not path:
+            raise ValueError(f"{uri!r} has no path: write it as file:///abs/path")
     return Location("file", "", str(Path(path).expanduser().absolute()))
 
 
@@ -127,20 +150,27 @@ class LocalStorage:
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        # Sorted walk, streamed: deterministic order without materialising the whole tree.
-        start = self.root
-        if not start.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.startswith(".ocrjob-tmp-"):
+        # Streamed depth-first walk, one directory in memory at a time, in S3 key order (a directory sorts
+        # as 'name/'), so a local tree lists exactly like the same keys on S3. Pruned by `prefix`.
+        if self.root.is_dir():
+            yield from self._walk(self.root, "", prefix.lstrip("/"))
+
+    def _walk(self, directory: Path, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(directory) as it:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed while we were listing
+        for name, entry in sorted(entries, key=lambda pair: pair[0]):
+            key = base + name
+            if name.endswith("/"):
+                if key.startswith(prefix) or prefix.startswith(key):
+                    yield from self._walk(Path(entry.path), key, prefix)
+            elif key.startswith(prefix) and not name.startswith(TMP_PREFIX) and entry.is_file():
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
                     continue
-                full = Path(dirpath) / name
-                key = full.relative_to(self.root).as_posix()
-                if not key.startswith(prefix):
-                    continue
-                st = full.stat()
                 yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size:x}-{st.st_mtime_ns:x}")
 
     def get(self, key: str) -> bytes:
@@ -150,16 +180,7 @@ class LocalStorage:
             raise ObjectNotFound(f"{self.root / key} does not exist") from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ocrjob-tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_write(self._path(key), lambda handle: handle.write(data))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -169,9 +190,42 @@ class LocalStorage:
 
     def download_file(self, key: str, dest: Path) -> None:
         self_path = self._path(key)
-        if not self_path.is_file():
-            raise ObjectNotFound(f"{self_path} does not exist")
-        LocalStorage(dest.parent).put(dest.name, self_path.read_bytes())
+        try:
+            source = open(self_path, "rb")  # noqa: SIM115 - closed below, after the atomic write
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"{self_path} does not exist") from exc
+        with source:
+            _atomic_write(dest, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
+    """Write via a temp file in the same directory, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode a plain open() would
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_umask() -> int:
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 class S3Storage:
@@ -235,7 +289,7 @@ class S3Storage:
 
     def download_file(self, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".ocrjob-tmp-{dest.name}")
+        tmp = dest.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{dest.name}")  # unique per call
         try:
             self._client.download_file(self.bucket, self._key(key), str(tmp))
             os.replace(tmp, dest)
@@ -253,13 +307,30 @@ def make_s3_client(settings: S3Settings):
     config = Config(
         s3={"addressing_style": "path" if settings.path_style else "auto"},
         retries={"max_attempts": 8, "mode": "adaptive"},  # bounded retries with backoff, by botocore
-        connect_timeout=10,
+        connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=60,
         max_pool_connections=32,
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1", config=config
     )
+    client.meta.events.register_first("needs-retry.s3", _limit_connect_retries)
+    return client
+
+
+# A wrong, down or black-holed endpoint fails after CONNECT_ATTEMPTS tries (<= ~3 x 5 s), not after
+# botocore's 9 attempts; throttling and 5xx answers keep the full retry budget.
+CONNECT_TIMEOUT_S = 5
+CONNECT_ATTEMPTS = 3
+
+
+def _limit_connect_retries(attempts: int, caught_exception: Exception | None = None, **_: object) -> None:
+    """botocore needs-retry hook, run first: re-raise a connection error once CONNECT_ATTEMPTS are spent."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if caught_exception is not None and attempts >= CONNECT_ATTEMPTS \
+            and isinstance(caught_exception, BotoConnectionError):
+        raise caught_exception
 
 
 def open_storage(uri: str, settings: S3Settings | None = None) -> Storage:
@@ -281,16 +352,20 @@ def _explain(exc: Exception, doing: str) -> StorageError:
     """Turn a botocore error into one sentence that says what to fix."""
     if isinstance(exc, StorageError):
         return exc
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     name = type(exc).__name__
     code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
-    if name == "NoCredentialsError":
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
         hint = "no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or web identity"
     elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
         hint = f"S3 refused the credentials ({code}): check the access key, secret and bucket policy"
     elif code == "NoSuchBucket":
         hint = "the bucket does not exist: create it or fix the location"
-    elif name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"):
-        hint = f"cannot reach the S3 endpoint ({exc}): check the endpoint URL and network"
+    elif isinstance(exc, BotoConnectionError) or name == "ConnectionClosedError":
+        hint = f"cannot reach the S3 endpoint ({exc}): check the endpoint URL (OCRJOB_S3_ENDPOINT) and network"
+    elif name == "ReadTimeoutError":
+        hint = f"the S3 endpoint did not answer in time ({exc}): check the endpoint's health and network"
     else:
         hint = f"{name}: {exc}"
     return StorageError(f"{doing}: {hint}")
