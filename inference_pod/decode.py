@@ -133,7 +133,9 @@ def _open_image(kind: str, data: bytes, limits: DecodeLimits) -> Document:
             image = Image.open(io.BytesIO(data))
             image.MAX_IMAGE_PIXELS = None
             frames = getattr(image, "n_frames", 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ItemError(CORRUPT, f"the {kind.upper()} signature is there but the image data is damaged") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ItemError(CORRUPT, f"cannot read the {kind.upper()} image: {exc}") from exc
     except Image.DecompressionBombError as exc:
         raise ItemError(DECOMPRESSION_BOMB, str(exc)) from exc

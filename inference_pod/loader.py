@@ -24,7 +24,7 @@ from typing import Any
 from . import exit_codes, layout, results
 from .config import LoaderConfig
 from .device import DeviceError, plan_device
-from .models import ModelSpec, resolve_models
+from .models import ModelError, ModelSpec, resolve_models
 from .planner import Item
 from .storage import ObjectNotFound, Storage, StorageError, open_storage, parse_location
 
@@ -222,8 +222,10 @@ def run_shard(config: LoaderConfig, progress: Any = None, install_signals: bool 
     except StorageError as exc:
         code = exit_codes.CREDENTIALS if "credentials" in str(exc) else exit_codes.SYSTEMIC
         return _failed_early(config, code, str(exc))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # incl. ModelDirError: a model location that is not a model
         return _failed_early(config, exit_codes.INPUT_ERROR, f"{type(exc).__name__}: {exc}")
+    except ModelError as exc:  # e.g. the model download lock timed out: worth a retry
+        return _failed_early(config, exit_codes.SYSTEMIC, str(exc))
     coordinator = Coordinator(config, manifest, models, progress)
     previous = {}
     if install_signals and threading.current_thread() is threading.main_thread():

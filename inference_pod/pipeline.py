@@ -19,7 +19,7 @@ from typing import Any
 
 from . import exit_codes, layout, results
 from .config import LoaderConfig
-from .decode import NOT_FOUND, ItemError, check_size, open_document
+from .decode import CORRUPT, NOT_FOUND, ItemError, check_size, open_document
 from .device import DeviceError, DevicePlan, pin_device, verify_device
 from .models import ModelSpec
 from .planner import Item
@@ -143,10 +143,17 @@ class Pipeline:
             document = open_document(data, self.config.limits)
             del data
             state.kind, state.page_count = document.kind, document.page_count
-            for number, page in enumerate(document.pages):
+            decode_s = time.perf_counter() - decode_started
+            pages = iter(document.pages)
+            for number in range(document.page_count):
+                page_started = time.perf_counter()
+                page = next(pages, None)  # decoding happens here, lazily: time it, not the queue wait
+                if page is None:
+                    raise ItemError(CORRUPT, f"the document ended after {number} of {document.page_count} pages")
+                decode_s += time.perf_counter() - page_started
+                state.timing["decode_s"] = decode_s
                 if not self._put(self.pages_q, (state, number, page)):
                     return  # stopping: the item stays without a result and a rerun resumes it
-            state.timing["decode_s"] = time.perf_counter() - decode_started
         except ItemError as exc:
             self._put(self.pages_q, (state, "error", exc))
 

@@ -1,0 +1,210 @@
+"""The loader end to end with real PaddleOCR on CPU, on the local filesystem and on a real S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference_pod import exit_codes, layout
+from inference_pod.config import LoaderConfig
+from inference_pod.loader import run_shard
+from inference_pod.models import ModelSource
+from inference_pod.planner import ShardingPolicy, make_plan
+from inference_pod.samples import generate_corpus, render_page
+from inference_pod.storage import LocalStorage, S3Settings, open_storage
+
+pytestmark = pytest.mark.ocr
+REPO = Path(__file__).resolve().parents[2]
+
+
+def model_source(spec) -> ModelSource:
+    return ModelSource(spec.det_name, str(spec.det_dir), spec.rec_name, str(spec.rec_dir))
+
+
+def words_of(record: dict) -> set[str]:
+    return {word for page in record["pages"] for line in page["lines"] for word in line["text"].split()}
+
+
+def bad_inputs(folder: Path) -> dict[str, str]:
+    """Files the loader must turn into error records, with the code each must get."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(300))
+    (folder / "text-named.png").write_bytes(b"just some text, not an image\n" * 10)
+    # A tiny PNG declaring 30000x30000 pixels.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
+    (folder / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 99)) + chunk(b"IEND", b"")
+    )
+    noise = np.random.default_rng(1).integers(0, 255, (2200, 2200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "huge.png")  # 4.8 Mpx of noise: over the test's pixel limit, not a bomb
+    return {
+        "empty.png": "empty", "corrupt.jpg": "corrupt", "text-named.png": "unsupported_format",
+        "bomb.png": "decompression_bomb", "huge.png": "pixel_limit_exceeded",
+    }
+
+
+def make_config(ocr_models, manifest: str, **kw) -> LoaderConfig:
+    from inference_pod.decode import DecodeLimits
+
+    return LoaderConfig(
+        manifest=manifest, models=model_source(ocr_models), termination_log=kw.pop("termination_log", None),
+        limits=DecodeLimits(max_pixels=4_000_000), heartbeat_seconds=0.5, **kw,
+    )
+
+
+def plan_local(src: Path, out: Path, job: str, shards: int = 1) -> dict:
+    return make_plan(job, str(src), str(out), LocalStorage(src), LocalStorage(out), ShardingPolicy(shard_count=shards))
+
+
+def test_shard_recognises_words_and_turns_bad_files_into_error_records(tmp_path, ocr_models) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    expected = generate_corpus(src / "pages", 3, seed=5)
+    pdf_words = ["Invoice", "Payment"]
+    pages = [render_page([pdf_words[0]], size=(600, 300)), render_page([pdf_words[1]], size=(600, 300))]
+    pages[0].save(src / "scan.pdf", "PDF", save_all=True, append_images=pages[1:])
+    pages[1].save(src / "fax.tiff", save_all=True, append_images=[pages[0]])
+    bad = bad_inputs(src / "bad")
+    plan_local(src, out, "job-one")
+    termination = tmp_path / "termination-log"
+    code, summary = run_shard(
+        make_config(ocr_models, str(out / layout.shard_manifest_key("job-one", 0)), termination_log=str(termination))
+    )
+    assert code == exit_codes.SUCCEEDED, summary["message"]
+    assert summary["items"]["ok"] == 5 and summary["items"]["failed"] == len(bad)
+    for name, words in expected.items():
+        record = json.loads((out / layout.result_key(f"pages/{name}")).read_text())
+        assert record["status"] == "ok"
+        assert set(words) <= words_of(record), (name, record["text"])
+        assert record["device"]["kind"] == "cpu" and record["models"]
+    pdf = json.loads((out / "scan.pdf.json").read_text())
+    assert pdf["page_count"] == 2 and [p["text"] for p in pdf["pages"]] == pdf_words
+    tiff = json.loads((out / "fax.tiff.json").read_text())
+    assert [p["text"] for p in tiff["pages"]] == list(reversed(pdf_words))
+    for name, code_expected in bad.items():
+        record = json.loads((out / layout.result_key(f"bad/{name}")).read_text())
+        assert record["status"] == "error" and record["error"]["code"] == code_expected, record["error"]
+    assert {e["key"]: e["code"] for e in summary["errors"]} == {f"bad/{k}": v for k, v in bad.items()}
+    message = json.loads(termination.read_bytes())
+    assert len(termination.read_bytes()) <= 4096 and message["items"]["failed"] == len(bad)
+    progress = json.loads((out / layout.progress_key("job-one", 0)).read_text())
+    assert progress["state"] == "succeeded"
+
+
+def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    generate_corpus(src, 10, seed=9)
+    plan_local(src, out, "job-resume")
+    manifest = str(out / layout.shard_manifest_key("job-resume", 0))
+    termination = tmp_path / "term"
+    env = {**os.environ, "OCRJOB_TERMINATION_LOG": str(termination)}
+    args = [sys.executable, "-m", "inference_pod", "--manifest", manifest, "--device", "cpu",
+            "--det-model-name", ocr_models.det_name, "--det-model-dir", str(ocr_models.det_dir),
+            "--rec-model-name", ocr_models.rec_name, "--rec-model-dir", str(ocr_models.rec_dir),
+            "--page-batch-size", "1", "--grace-seconds", "20"]
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(out.glob("*.png.json"))) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no result appeared within 240 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == exit_codes.INTERRUPTED, output[-3000:]
+    first = json.loads(termination.read_bytes())
+    assert first["status"] == "interrupted"
+    done_first = sorted(p.name for p in out.glob("*.png.json"))
+    assert 2 <= len(done_first) < 10
+    for path in out.glob("*.png.json"):
+        assert json.loads(path.read_text())["status"] == "ok"  # nothing half-written
+    assert not list(out.rglob(".ocrjob-tmp-*"))
+    code, summary = run_shard(make_config(ocr_models, manifest))
+    assert code == exit_codes.SUCCEEDED
+    assert summary["items"]["skipped"] == len(done_first)
+    assert summary["items"]["ok"] == 10 - len(done_first)
+    assert len(list(out.glob("*.png.json"))) == 10
+
+
+def test_two_workers_per_device_are_spawned_while_the_parent_has_paddle_imported(tmp_path, ocr_models) -> None:
+    import paddle  # noqa: F401  — the parent has Paddle loaded: a forked worker would inherit it and refuse
+
+    assert "paddle" in sys.modules
+    src, out = tmp_path / "in", tmp_path / "out"
+    expected = generate_corpus(src, 4, seed=3)
+    plan_local(src, out, "job-two")
+    code, summary = run_shard(
+        make_config(ocr_models, str(out / layout.shard_manifest_key("job-two", 0)), workers_per_device=2,
+                    download_threads=2)
+    )
+    assert code == exit_codes.SUCCEEDED, summary["message"]
+    assert summary["items"]["ok"] == 4 and len(summary["devices"]) == 2
+    workers = {json.loads((out / layout.result_key(n)).read_text())["worker"] for n in expected}
+    assert workers <= {0, 1}
+
+
+def test_gpu_requested_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, ocr_models) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    generate_corpus(src, 1, seed=1)
+    plan_local(src, out, "job-gpu")
+    manifest = str(out / layout.shard_manifest_key("job-gpu", 0))
+    for visible, phrase in ((None, "no CUDA support"), ("", "hides every GPU"), ("0,1", "exactly one visible GPU")):
+        env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")}
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
+        env["OCRJOB_TERMINATION_LOG"] = str(tmp_path / "term")
+        result = subprocess.run(
+            [sys.executable, "-m", "inference_pod", "--manifest", manifest, "--device", "gpu",
+             "--det-model-name", ocr_models.det_name, "--det-model-dir", str(ocr_models.det_dir),
+             "--rec-model-name", ocr_models.rec_name, "--rec-model-dir", str(ocr_models.rec_dir)],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == exit_codes.DEVICE_UNAVAILABLE, result.stderr[-2000:]
+        assert phrase in json.loads((tmp_path / "term").read_text())["message"]
+    assert not list(out.glob("*.json")), "no result may be written when the device is wrong"
+
+
+@pytest.mark.s3
+def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models) -> None:
+    client = s3_server.client()
+    expected = {}
+    for index, words in enumerate((["Harbor", "Station"], ["Garden", "Window"])):
+        buffer = io.BytesIO()
+        render_page([" ".join(words)], size=(700, 300)).save(buffer, "PNG")
+        client.put_object(Bucket=s3_bucket, Key=f"docs/in/p{index}.png", Body=buffer.getvalue())
+        expected[f"p{index}.png"] = words
+    client.put_object(Bucket=s3_bucket, Key="docs/in/broken.pdf", Body=b"%PDF-1.4 broken")
+    settings = S3Settings(endpoint_url=s3_server.endpoint, region="us-east-1")
+    source = open_storage(f"s3://{s3_bucket}/docs/in", settings)
+    dest = open_storage(f"s3://{s3_bucket}/docs/out", settings)
+    make_plan("job-s3", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
+    manifest = f"{dest.uri}/{layout.shard_manifest_key('job-s3', 0)}"
+    code, summary = run_shard(make_config(ocr_models, manifest, s3=settings))
+    assert code == exit_codes.SUCCEEDED, summary["message"]
+    assert summary["items"]["ok"] == 2 and summary["items"]["failed"] == 1
+    for name, words in expected.items():
+        record = json.loads(dest.get(layout.result_key(name)))
+        assert set(words) <= words_of(record)
+        assert record["source"]["uri"] == f"s3://{s3_bucket}/docs/in/{name}"
+    assert json.loads(dest.get("broken.pdf.json"))["error"]["code"] == "corrupt"
+    assert json.loads(dest.get(layout.shard_summary_key("job-s3", 0)))["status"] == "succeeded"
