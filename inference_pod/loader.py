@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,10 @@ class Coordinator:
         """Returns (exit code, message)."""
         ctx = multiprocessing.get_context("spawn")
         workers_n = self.config.workers_per_device
+        config = self.config
+        if config.device == "cpu" and workers_n > 1:
+            # Workers sharing the CPU split its threads; more threads than cores only slows Paddle down.
+            config = replace(config, ocr=replace(config.ocr, cpu_threads=max(1, config.ocr.cpu_threads // workers_n)))
         work_q = ctx.Queue(maxsize=max(8, workers_n * self.config.download_threads * 2))
         out_q = ctx.Queue()
         stop = ctx.Event()
@@ -96,7 +100,7 @@ class Coordinator:
         procs = [
             ctx.Process(
                 target=worker_main, name=f"ocrjob-worker-{i}", daemon=True,
-                args=(i, self.config, self.manifest, self.models, work_q, out_q, stop),
+                args=(i, config, self.manifest, self.models, work_q, out_q, stop),
             )
             for i in range(workers_n)
         ]

@@ -106,6 +106,10 @@ def run_local(
         f"slot(s) {slots}; {skipped['count']} unsupported object(s) not planned"
         + (f" (e.g. {', '.join(skipped['examples'][:3])})" if skipped["count"] else "")
     )
+    cpu_slots = slots.count("cpu")
+    if cpu_slots > 1:  # slots sharing the CPU split its threads
+        threads = max(1, base_config.ocr.cpu_threads // cpu_slots)
+        base_config = replace(base_config, ocr=replace(base_config.ocr, cpu_threads=threads))
     log_dir = default_cache_dir() / "logs" / job_id
     log_dir.mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")

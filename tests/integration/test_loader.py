@@ -121,7 +121,7 @@ def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models)
     proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while len(list(out.glob("*.png.json"))) < 2:
+        while len(list(out.glob("doc-*.json"))) < 2:
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no result appeared within 240 s"
             time.sleep(0.2)
@@ -134,16 +134,16 @@ def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models)
     assert proc.returncode == exit_codes.INTERRUPTED, output[-3000:]
     first = json.loads(termination.read_bytes())
     assert first["status"] == "interrupted"
-    done_first = sorted(p.name for p in out.glob("*.png.json"))
+    done_first = sorted(p.name for p in out.glob("doc-*.json"))
     assert 2 <= len(done_first) < 10
-    for path in out.glob("*.png.json"):
+    for path in out.glob("doc-*.json"):
         assert json.loads(path.read_text())["status"] == "ok"  # nothing half-written
     assert not list(out.rglob(".ocrjob-tmp-*"))
     code, summary = run_shard(make_config(ocr_models, manifest))
     assert code == exit_codes.SUCCEEDED
     assert summary["items"]["skipped"] == len(done_first)
     assert summary["items"]["ok"] == 10 - len(done_first)
-    assert len(list(out.glob("*.png.json"))) == 10
+    assert len(list(out.glob("doc-*.json"))) == 10
 
 
 def test_two_workers_per_device_are_spawned_while_the_parent_has_paddle_imported(tmp_path, ocr_models) -> None:

@@ -66,7 +66,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, ocr_models) -> None
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not list(out.glob("*.png.json")):
+        while not list(out.glob("doc-*.json")):
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.2)
@@ -81,14 +81,14 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, ocr_models) -> None
     while not group_is_gone(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert group_is_gone(proc.pid), "a child process outlived Ctrl-C"
-    done = list(out.glob("*.png.json"))
+    done = list(out.glob("doc-*.json"))
     assert 1 <= len(done) < 8
     assert all(json.loads(p.read_text())["status"] == "ok" for p in done)
     assert not list(out.rglob(".ocrjob-tmp-*"))
     rerun = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{len(done)} skipped" in rerun.stderr
-    assert len(list(out.glob("*.png.json"))) == 8
+    assert len(list(out.glob("doc-*.json"))) == 8
 
 
 def test_bad_arguments_are_explained(tmp_path) -> None:
