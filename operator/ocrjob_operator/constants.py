@@ -1,0 +1,38 @@
+"""Names chosen once: the API group, labels, annotations, kopf's storage prefix and finalizer."""
+
+from __future__ import annotations
+
+GROUP = "ocrjob.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "OcrJob"
+PLURAL = "ocrjobs"
+SINGULAR = "ocrjob"
+SHORT_NAMES = ("ocr",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# kopf keeps its own bookkeeping under our group, never under kopf.zalando.org.
+KOPF_PREFIX = GROUP
+FINALIZER = f"{GROUP}/finalizer"
+
+MANAGED_BY = "ocrjob-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_JOB = f"{GROUP}/job"  # the OcrJob's name (for humans and kubectl -l)
+LABEL_JOB_UID = f"{GROUP}/job-uid"  # the OcrJob's uid (what the operator selects on: names can be reused)
+LABEL_SHARD = f"{GROUP}/shard"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+
+ANNOTATION_MANIFEST = f"{GROUP}/manifest"
+# Set on a pod before the operator kills it (stall), so the kill is classified correctly afterwards.
+ANNOTATION_KILL_REASON = f"{GROUP}/kill-reason"
+ANNOTATION_KILL_MESSAGE = f"{GROUP}/kill-message"
+
+CONTAINER_NAME = "ocr"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# A pod name is `<job>-s<shard>-a<attempt>`; with at most 10000 shards and 1000 attempts the suffix is
+# at most 12 characters, so a job name of at most 50 keeps pod names valid DNS labels (63).
+MAX_JOB_NAME = 50

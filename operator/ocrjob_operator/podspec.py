@@ -1,0 +1,171 @@
+"""The shard pod, built by a pure function from the OcrJob and the shard: same inputs, same pod.
+
+Names are deterministic (`<job>-s<shard>-a<attempt>`), so creating a pod twice after an operator
+restart is a harmless 409. Credentials come from the Secret the OcrJob references (secretKeyRef),
+never from the OcrJob itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .constants import (
+    ANNOTATION_MANIFEST,
+    API_VERSION,
+    CONTAINER_NAME,
+    GPU_RESOURCE,
+    KIND,
+    LABEL_ATTEMPT,
+    LABEL_COMPONENT,
+    LABEL_JOB,
+    LABEL_JOB_UID,
+    LABEL_KUEUE_QUEUE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_SHARD,
+    MANAGED_BY,
+)
+from .spec import JobSpec
+
+LOADER_GRACE_SECONDS = 25  # the loader finishes its batch and flushes within this after SIGTERM
+TERMINATION_GRACE_SECONDS = LOADER_GRACE_SECONDS + 5
+DEFAULT_REQUESTS = {"cpu": "1", "memory": "4Gi"}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+def pod_name(job_name: str, shard: int, attempt: int) -> str:
+    return f"{job_name}-s{shard}-a{attempt}"
+
+
+def job_selector(uid: str) -> str:
+    """The label selector for every pod of one OcrJob (by uid: a re-created job with the same name is another job)."""
+    return f"{LABEL_JOB_UID}={uid}"
+
+
+def manifest_uri(output_uri: str, key: str) -> str:
+    return f"{output_uri.rstrip('/')}/{key}"
+
+
+def _env(spec: JobSpec, job: JobRef, shard: int, attempt: int, manifest: str) -> list[dict[str, Any]]:
+    plain: list[tuple[str, str | None]] = [
+        ("OCRJOB_MANIFEST", manifest),
+        ("OCRJOB_DEVICE", spec.device),
+        ("OCRJOB_WORKERS_PER_DEVICE", str(spec.workers_per_pod)),
+        ("OCRJOB_PAGE_BATCH_SIZE", str(spec.ocr.page_batch_size)),
+        ("OCRJOB_REC_BATCH_SIZE", str(spec.ocr.rec_batch_size)),
+        ("OCRJOB_DET_LIMIT_SIDE_LEN", str(spec.ocr.det_limit_side_len)),
+        ("OCRJOB_MAX_PIXELS", str(spec.ocr.max_pixels)),
+        ("OCRJOB_MAX_PAGES", str(spec.ocr.max_pages)),
+        ("OCRJOB_MAX_ITEM_BYTES", str(spec.ocr.max_item_bytes)),
+        ("OCRJOB_PDF_DPI", str(spec.ocr.pdf_dpi)),
+        ("OCRJOB_GRACE_SECONDS", str(LOADER_GRACE_SECONDS)),
+        ("OCRJOB_ATTEMPT", str(attempt)),
+        ("OCRJOB_JOB_NAME", job.name),
+        ("OCRJOB_SHARD", str(shard)),
+        ("OCRJOB_S3_ENDPOINT", spec.s3.endpoint),
+        ("OCRJOB_S3_REGION", spec.s3.region),
+        ("OCRJOB_S3_PATH_STYLE", "true" if spec.s3.path_style else "false"),
+    ]
+    if spec.models is not None:
+        plain += [
+            ("OCRJOB_DET_MODEL_NAME", spec.models.det_name), ("OCRJOB_DET_MODEL_DIR", spec.models.det_location),
+            ("OCRJOB_REC_MODEL_NAME", spec.models.rec_name), ("OCRJOB_REC_MODEL_DIR", spec.models.rec_location),
+        ]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain if v is not None]
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    secret = spec.s3.credentials
+    if secret is not None:
+        refs = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+                ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)]
+        if secret.session_token_key:
+            refs.append(("AWS_SESSION_TOKEN", secret.session_token_key))
+        env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}} for var, key in refs]
+    return env
+
+
+def _resources(spec: JobSpec) -> dict[str, Any]:
+    requests = dict(spec.resources.get("requests") or DEFAULT_REQUESTS)
+    limits = dict(spec.resources.get("limits") or {})
+    if spec.device == "gpu":
+        # One pod per GPU: the loader pins it and verifies that exactly this one device is visible.
+        limits[GPU_RESOURCE] = 1
+        requests[GPU_RESOURCE] = 1
+    out: dict[str, Any] = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def labels(job: JobRef, shard: int, attempt: int, queue_name: str | None) -> dict[str, str]:
+    out = {
+        LABEL_NAME: "ocrjob", LABEL_COMPONENT: "shard", LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_JOB: job.name, LABEL_JOB_UID: job.uid, LABEL_SHARD: str(shard), LABEL_ATTEMPT: str(attempt),
+    }
+    if queue_name:
+        out[LABEL_KUEUE_QUEUE] = queue_name
+    return out
+
+
+def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: str) -> dict[str, Any]:
+    """The shard pod for `attempt` of `shard`; `manifest` is the URI of the shard manifest."""
+    tolerations = [dict(t) for t in spec.tolerations]
+    if spec.device == "gpu" and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule so only GPU pods land there.
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator retries, with a new attempt name and a classified reason
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "automountServiceAccountToken": False,  # the loader never calls the Kubernetes API
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": CONTAINER_NAME,
+            "image": spec.image,
+            "command": ["python", "-m", "inference_pod"],
+            "env": _env(spec, job, shard, attempt, manifest),
+            "resources": _resources(spec),
+            "terminationMessagePath": "/dev/termination-log",
+            # The loader writes a JSON shard summary there; the log tail is the fallback for crashes.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }],
+    }
+    container = pod_spec["containers"][0]
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if spec.affinity:
+        pod_spec["affinity"] = spec.affinity
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.shard_deadline_seconds:
+        pod_spec["activeDeadlineSeconds"] = spec.shard_deadline_seconds
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(job.name, shard, attempt),
+            "namespace": job.namespace,
+            "labels": labels(job, shard, attempt, spec.queue_name),
+            "annotations": {ANNOTATION_MANIFEST: manifest},
+            "ownerReferences": [{
+                "apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid,
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": pod_spec,
+    }

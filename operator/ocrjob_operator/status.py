@@ -1,0 +1,188 @@
+"""The OcrJob status, computed from what was observed (plan, shard states, heartbeats) — pure.
+
+`compute_status` builds the whole status; `status_patch` compares it with the current one and returns
+only what changed (nothing when nothing changed), so the operator writes status only on change.
+Condition transition times are kept from the previous status while a condition's status stays the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from .classify import Category
+from .scheduling import Decision, Outcome, ShardPhase, ShardState
+
+PHASES = ("Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed")
+CONDITION_TYPES = ("Planned", "Running", "Suspended", "Succeeded", "Failed")
+FAILED_SHARDS_KEPT = 50
+ITEM_KEYS = ("ok", "failed", "skipped")
+
+
+def rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ItemCounts:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+    @classmethod
+    def from_record(cls, items: dict[str, Any] | None) -> ItemCounts:
+        items = items or {}
+        return cls(**{k: int(items.get(k) or 0) for k in ITEM_KEYS})
+
+
+def shard_items(state: ShardState, heartbeat: dict[str, Any] | None,
+                storage_summary: dict[str, Any] | None = None) -> ItemCounts:
+    """Best knowledge of a shard's item counts: the running pod's heartbeat, else the latest summary."""
+    active = state.active_pod
+    if active is not None and heartbeat and heartbeat.get("pod") == active.name:
+        return ItemCounts.from_record(heartbeat.get("items"))
+    succeeded = next((p for p in reversed(state.attempts) if p.category is Category.SUCCEEDED), None)
+    for source in (succeeded.summary if succeeded else None, storage_summary,
+                   *(p.summary for p in reversed(state.attempts))):
+        if source and source.get("items"):
+            return ItemCounts.from_record(source["items"])
+    return ItemCounts()
+
+
+@dataclass
+class Observed:
+    """Everything the status of a planned job is computed from."""
+
+    generation: int
+    plan_location: str
+    plan: dict[str, Any]  # shard_count, item_count, total_bytes, planning_seconds
+    states: list[ShardState]
+    items: dict[int, ItemCounts]
+    decision: Decision
+    now: float
+    suspended: bool
+    start_time: str | None = None
+    summary_location: str | None = None
+    planning_attempts: int = 0
+    extra_message: str = ""
+    pending_reasons: list[str] = field(default_factory=list)
+
+
+def _condition(ctype: str, status: bool, reason: str, message: str, generation: int,
+               previous: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
+    value = "True" if status else "False"
+    old = previous.get(ctype) or {}
+    since = old.get("lastTransitionTime") if old.get("status") == value else None
+    return {"type": ctype, "status": value, "reason": reason, "message": message,
+            "lastTransitionTime": since or rfc3339(now), "observedGeneration": generation}
+
+
+def conditions(phase: str, reason: str, message: str, planned: bool, generation: int,
+               previous: list[dict[str, Any]] | None, now: float) -> list[dict[str, Any]]:
+    old = {c.get("type"): c for c in previous or []}
+    truth = {
+        "Planned": (planned, "Planned" if planned else "NotPlanned",
+                    "the plan is stored; the job is never re-planned" if planned else "not planned yet"),
+        "Running": (phase == "Running", reason if phase == "Running" else phase, message if phase == "Running" else ""),
+        "Suspended": (phase == "Suspended", "Suspended" if phase == "Suspended" else "NotSuspended",
+                      message if phase == "Suspended" else ""),
+        "Succeeded": (phase == "Succeeded", reason if phase == "Succeeded" else "NotFinished",
+                      message if phase == "Succeeded" else ""),
+        "Failed": (phase == "Failed", reason if phase == "Failed" else "NotFailed",
+                   message if phase == "Failed" else ""),
+    }
+    return [_condition(t, *truth[t], generation, old, now) for t in CONDITION_TYPES]
+
+
+def _shard_counts(states: list[ShardState]) -> dict[str, int]:
+    counts = {"total": len(states), "pending": 0, "active": 0, "succeeded": 0, "failed": 0}
+    for s in states:
+        key = {ShardPhase.PENDING: "pending", ShardPhase.WAITING: "pending", ShardPhase.ACTIVE: "active",
+               ShardPhase.SUCCEEDED: "succeeded", ShardPhase.FAILED: "failed"}[s.phase]
+        counts[key] += 1
+    return counts
+
+
+def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The full status of a planned job."""
+    previous = previous or {}
+    shards = _shard_counts(obs.states)
+    total_items = int(obs.plan.get("item_count", 0))
+    done = ItemCounts(*(sum(getattr(c, k) for c in obs.items.values()) for k in ITEM_KEYS))
+    failed_shards = [s for s in obs.states if s.phase is ShardPhase.FAILED]
+    decision = obs.decision
+    if decision.outcome is Outcome.SUCCEEDED:
+        phase, reason = "Succeeded", "AllShardsSucceeded"
+        message = f"all {shards['total']} shards succeeded: {done.ok} ok, {done.failed} failed, {done.skipped} skipped"
+    elif decision.outcome is Outcome.FAILED and decision.fatal is not None:
+        fatal = decision.fatal
+        phase, reason = "Failed", fatal.reason or "ConfigError"
+        message = f"shard {fatal.index} cannot run ({fatal.reason}): {fatal.message}"
+    elif decision.outcome is Outcome.FAILED:
+        phase, reason = "Failed", "ShardsFailed"
+        first = failed_shards[0]
+        message = (f"{len(failed_shards)} of {shards['total']} shards failed (shard {first.index}: {first.reason}: "
+                   f"{first.message}); {shards['succeeded']} succeeded")
+    elif obs.suspended:
+        phase, reason = "Suspended", "Suspended"
+        stopping = f", {shards['active']} pod(s) stopping" if shards["active"] else ""
+        message = f"suspended by spec.suspend{stopping}; set it to false to continue"
+    else:
+        phase, reason = "Running", "ShardsRunning"
+        message = (f"{shards['active']} running, {shards['succeeded']} succeeded, {shards['pending']} pending, "
+                   f"{shards['failed']} failed of {shards['total']} shards; {done.done}/{total_items} items")
+        if obs.pending_reasons:
+            message += "; " + "; ".join(obs.pending_reasons[:2])
+    if obs.extra_message:
+        message += f"; {obs.extra_message}"
+    attempts = [p for s in obs.states for p in s.attempts]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "message": message,
+        "observedGeneration": obs.generation,
+        "conditions": conditions(phase, reason, message, True, obs.generation, previous.get("conditions"), obs.now),
+        "planLocation": obs.plan_location,
+        "planningAttempts": obs.planning_attempts,
+        "startTime": obs.start_time or previous.get("startTime") or rfc3339(obs.now),
+        "progress": f"{done.done}/{total_items}",
+        "shardProgress": f"{shards['succeeded']}/{shards['total']}",
+        "shards": shards,
+        "items": {"total": total_items, "done": done.done, "ok": done.ok, "failed": done.failed,
+                  "skipped": done.skipped},
+        "retries": {"counted": sum(1 for p in attempts if p.counted),
+                    "disruptions": sum(1 for p in attempts if p.category is Category.DISRUPTED)},
+        "failedShards": [{"index": s.index, "reason": s.reason, "message": s.message}
+                         for s in failed_shards[:FAILED_SHARDS_KEPT]],
+    }
+    if phase in ("Succeeded", "Failed"):
+        status["completionTime"] = previous.get("completionTime") or rfc3339(obs.now)
+    if obs.summary_location:
+        status["summaryLocation"] = obs.summary_location
+    return status
+
+
+def unplanned_status(phase: str, reason: str, message: str, generation: int, previous: dict[str, Any] | None,
+                     now: float, planning_attempts: int = 0) -> dict[str, Any]:
+    """Status before a plan exists (Pending, Planning) or when planning failed for good (Failed)."""
+    previous = previous or {}
+    status: dict[str, Any] = {
+        "phase": phase, "message": message, "observedGeneration": generation,
+        "conditions": conditions(phase, reason, message, False, generation, previous.get("conditions"), now),
+        "planningAttempts": planning_attempts,
+    }
+    if phase == "Failed":
+        status["completionTime"] = previous.get("completionTime") or rfc3339(now)
+    return status
+
+
+def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `current` into `desired` at the top level; empty when they are equal."""
+    current = current or {}
+    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in desired})
+    return patch
