@@ -161,8 +161,9 @@ class Pipeline:
         from .ocr_engine import OcrEngine  # imported here: Paddle loads only after the device is pinned
 
         try:
-            engine = OcrEngine(self.models, self.config.ocr, self.device.paddle_device)
+            # Verify first: PaddleOCR itself would quietly "switch to CPU" when the GPU is missing.
             report = verify_device(self.device)
+            engine = OcrEngine(self.models, self.config.ocr, self.device.paddle_device)
         except DeviceError as exc:
             self._fatal(exit_codes.DEVICE_UNAVAILABLE, str(exc))
             return

@@ -79,7 +79,9 @@ def test_shard_recognises_words_and_turns_bad_files_into_error_records(tmp_path,
     pdf_words = ["Invoice", "Payment"]
     pages = [render_page([pdf_words[0]], size=(600, 300)), render_page([pdf_words[1]], size=(600, 300))]
     pages[0].save(src / "scan.pdf", "PDF", save_all=True, append_images=pages[1:])
-    pages[1].save(src / "fax.tiff", save_all=True, append_images=[pages[0]])
+    # Fresh page objects: Pillow writes a wrong multi-page TIFF from images just used for a PDF save.
+    fax = [render_page([word], size=(600, 300)) for word in reversed(pdf_words)]
+    fax[0].save(src / "fax.tiff", save_all=True, append_images=fax[1:])
     bad = bad_inputs(src / "bad")
     plan_local(src, out, "job-one")
     termination = tmp_path / "termination-log"
