@@ -7,4 +7,7 @@ import os
 # Nothing in the test suite may reach a model hub (there is none here): PaddleX's check is off.
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
 
-pytest_plugins: list[str] = ["tests.support.s3_fixtures"]
+pytest_plugins: list[str] = [
+    "tests.support.cluster_fixtures",
+    "tests.support.s3_fixtures",
+]

@@ -1,0 +1,243 @@
+"""A complete local cluster: control plane + process node(s) (+ SeaweedFS S3 for `up`).
+
+    python -m tests.support.cluster up      # start detached, print `export KUBECONFIG=...` and S3 settings
+    python -m tests.support.cluster status  # print the same if it runs
+    python -m tests.support.cluster down    # stop every process `up` started
+
+`up` starts a supervisor process (`_serve`) that owns all components; its state (PIDs, endpoints) is
+`<state dir>/state.json`, state dir `${OCRJOB_CACHE:-~/.cache/ocrjob}/cluster-local` or --state-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir
+from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
+from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
+
+
+class LocalCluster:
+    """Control plane plus process nodes; `stop()` is idempotent and stops everything `start()` began."""
+
+    def __init__(self, workdir: Path, *, nodes: Iterable[NodeSpec] = (), with_s3: bool = False,
+                 bin_dir: Path | None = None, **control_plane_options: Any) -> None:
+        self.workdir = workdir
+        self.control_plane = ControlPlane(workdir / "control-plane", bin_dir, **control_plane_options)
+        self.node_specs = list(nodes)
+        self.nodes: list[ProcessNode] = []
+        self.with_s3 = with_s3
+        self.s3: Any = None  # tests.support.seaweedfs.SeaweedFS when with_s3
+        self.startup_seconds = 0.0
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.control_plane.kubeconfig
+
+    @property
+    def node(self) -> ProcessNode:
+        """The first process node."""
+        return self.nodes[0]
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A fresh cluster-admin ApiClient (not shared between threads: make one per thread)."""
+        return self.control_plane.api_client()
+
+    def start(self) -> LocalCluster:
+        began = time.monotonic()
+        try:
+            if self.with_s3:
+                from tests.support.seaweedfs import SeaweedFS
+
+                s3 = threading.Thread(target=self._start_s3, daemon=True)  # overlaps the apiserver start
+                s3.start()
+            self.control_plane.start()
+            for spec in self.node_specs:
+                self.add_node(spec)
+            if self.with_s3:
+                s3.join(timeout=90)
+                if self.s3 is None:
+                    self.s3 = SeaweedFS.start(self.workdir / "s3")  # the background start failed: show why
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def _start_s3(self) -> None:
+        from tests.support.seaweedfs import SeaweedFS
+
+        try:
+            self.s3 = SeaweedFS.start(self.workdir / "s3")
+        except Exception:
+            self.s3 = None
+
+    def add_node(self, spec: NodeSpec) -> ProcessNode:
+        """Start another process node; it is stopped with the cluster (or call its `stop()` earlier)."""
+        node = ProcessNode(self.control_plane, spec, self.workdir / "nodes" / spec.name)
+        self.nodes.append(node)
+        return node.start()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop(delete_node=False)  # the control plane goes away with it
+        self.control_plane.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+    def logs(self, namespace: str | None = None) -> dict[str, Path]:
+        """Component, node and pod logs (pods of `namespace` only, when given)."""
+        logs = dict(self.control_plane.logs)
+        for node in self.nodes:
+            logs[f"process-node {node.name}"] = node.log_file
+            logs.update({f"pod {k}": v for k, v in node.pod_logs(namespace).items()})
+        if self.s3 is not None:
+            logs["seaweedfs"] = self.s3.log_path
+        return logs
+
+    def pids(self) -> dict[str, int]:
+        pids = dict(self.control_plane.pids())
+        if self.s3 is not None:
+            pids["seaweedfs"] = self.s3.pid
+        return pids
+
+
+def pod_log(core: kubernetes.client.CoreV1Api, namespace: str, name: str, **kwargs: Any) -> str:
+    """`read_namespaced_pod_log` as text: kubernetes-client 36.0.0 returns the *repr* of the bytes
+    ("b'...'", kubernetes-client/python#2596), so read the raw body and decode it ourselves."""
+    resp = core.read_namespaced_pod_log(name, namespace, _preload_content=False, **kwargs)
+    return resp.data.decode(errors="replace")
+
+
+# -- `python -m tests.support.cluster up|down|status` ---------------------------------------------------------
+def default_state_dir() -> Path:
+    cache = os.environ.get("OCRJOB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ocrjob")
+    return Path(cache) / "cluster-local"
+
+
+def _read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _exports(state: dict[str, Any]) -> str:
+    lines = [f"export KUBECONFIG={state['kubeconfig']}"]
+    lines += [f"export {k}={v}" for k, v in state.get("s3_env", {}).items()]
+    if state.get("s3_endpoint"):
+        lines.append(f"export AWS_ENDPOINT_URL={state['s3_endpoint']}")  # boto3 reads this one itself
+    return "\n".join(lines)
+
+
+def _serve(state_dir: Path) -> int:
+    """The supervisor: runs the cluster until SIGTERM/SIGINT, then stops it."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = LocalCluster(state_dir, nodes=[gpu_node_spec()], with_s3=True).start()
+    try:
+        state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
+                 "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
+                 "logs": {k: str(v) for k, v in cluster.logs().items()}}
+        tmp = state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.rename(state_dir / "state.json")
+        print(f"cluster ready in {cluster.startup_seconds:.1f}s", flush=True)
+        stop.wait()
+    finally:
+        cluster.stop()
+        (state_dir / "state.json").unlink(missing_ok=True)
+    return 0
+
+
+def _up(state_dir: Path, timeout: float) -> int:
+    state = _read_state(state_dir)
+    if state and alive(state["pid"]):
+        print(f"cluster already running (supervisor pid {state['pid']})", file=sys.stderr)
+        print(_exports(state))
+        return 0
+    began = time.monotonic()
+    print("control-plane binaries: " + str(control_plane_bin_dir()), file=sys.stderr)  # builds when missing
+    shutil.rmtree(state_dir, ignore_errors=True)  # a fresh cluster every time
+    state_dir.mkdir(parents=True)
+    log = state_dir / "supervisor.log"
+    proc = spawn([sys.executable, "-m", "tests.support.cluster", "_serve", "--state-dir", str(state_dir)], log,
+                 env=os.environ, cwd=REPO, die_with_parent=False)
+
+    def ready() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            raise SystemExit(f"cluster failed to start (exit {proc.returncode}); {log}:\n{tail(log, 60)}")
+        return _read_state(state_dir)
+
+    try:
+        state = wait_until(ready, timeout=timeout, interval=0.3, what="the local cluster")
+    except TimeoutError:
+        stop_group(proc, grace=30)
+        raise
+    print(f"cluster up in {time.monotonic() - began:.1f}s; logs in {state_dir} (stop: python -m "
+          f"tests.support.cluster down)", file=sys.stderr)
+    print(_exports(state))
+    return 0
+
+
+def _down(state_dir: Path, timeout: float) -> int:
+    state = _read_state(state_dir)
+    if state is None:
+        print("no local cluster state; nothing to stop", file=sys.stderr)
+    else:
+        pid = state["pid"]
+        signal_group(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: not alive(pid), timeout=timeout, what=f"supervisor {pid} to exit")
+        except TimeoutError:
+            signal_group(pid, signal.SIGKILL)
+        for child in state.get("pids", {}).values():  # the supervisor normally stopped these already
+            if alive(child):
+                stop_group(child, grace=5)
+    for pidfile in state_dir.glob("nodes/*/pids/*"):  # pod processes of a supervisor that was killed
+        if pidfile.name.isdigit() and alive(int(pidfile.name)):
+            stop_group(int(pidfile.name), grace=2)
+        pidfile.unlink(missing_ok=True)
+    (state_dir / "state.json").unlink(missing_ok=True)
+    print("local cluster stopped", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.cluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status", "_serve"])
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir())
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for start/stop")
+    args = parser.parse_args(argv)
+    state_dir = args.state_dir.resolve()
+    if args.command == "up":
+        return _up(state_dir, args.timeout)
+    if args.command == "down":
+        return _down(state_dir, args.timeout)
+    if args.command == "_serve":
+        return _serve(state_dir)
+    state = _read_state(state_dir)
+    if state and alive(state["pid"]):
+        print(_exports(state))
+        return 0
+    print("local cluster is not running", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
