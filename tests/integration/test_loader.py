@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ def test_gpu_requested_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_pat
 
 
 @pytest.mark.s3
-def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models) -> None:
+def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models, tmp_path) -> None:
     client = s3_server.client()
     expected = {}
     for index, words in enumerate((["Harbor", "Station"], ["Garden", "Window"])):
@@ -196,13 +197,24 @@ def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models)
         client.put_object(Bucket=s3_bucket, Key=f"docs/in/p{index}.png", Body=buffer.getvalue())
         expected[f"p{index}.png"] = words
     client.put_object(Bucket=s3_bucket, Key="docs/in/broken.pdf", Body=b"%PDF-1.4 broken")
+    # The models come from the bucket too, as users' own PP-OCRv5 models would: downloaded once per pod.
+    for kind, folder in (("det", ocr_models.det_dir), ("rec", ocr_models.rec_dir)):
+        for path in folder.iterdir():
+            client.put_object(Bucket=s3_bucket, Key=f"models/{kind}/{path.name}", Body=path.read_bytes())
+    s3_models = ModelSource(
+        ocr_models.det_name, f"s3://{s3_bucket}/models/det", ocr_models.rec_name, f"s3://{s3_bucket}/models/rec"
+    )
     settings = S3Settings(endpoint_url=s3_server.endpoint, region="us-east-1")
     source = open_storage(f"s3://{s3_bucket}/docs/in", settings)
     dest = open_storage(f"s3://{s3_bucket}/docs/out", settings)
     make_plan("job-s3", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
     manifest = f"{dest.uri}/{layout.shard_manifest_key('job-s3', 0)}"
-    code, summary = run_shard(make_config(ocr_models, manifest, s3=settings))
+    config = replace(make_config(ocr_models, manifest, s3=settings), models=s3_models,
+                     model_cache_dir=tmp_path / "model-cache")
+    code, summary = run_shard(config)
     assert code == exit_codes.SUCCEEDED, summary["message"]
+    downloaded = sorted(p.name for p in (tmp_path / "model-cache").rglob("inference.pdiparams"))
+    assert len(downloaded) == 2, "both model directories are downloaded into the pod's cache"
     assert summary["items"]["ok"] == 2 and summary["items"]["failed"] == 1
     for name, words in expected.items():
         record = json.loads(dest.get(layout.result_key(name)))
