@@ -26,7 +26,7 @@ from inference_pod.storage import StorageError
 from . import metrics
 from .classify import Category, PodOutcome, classify_pod, parse_time
 from .podspec import JobRef, build_pod, manifest_uri
-from .scheduling import Decision, ShardState, StallTracker, decide, shard_states
+from .scheduling import Decision, ShardPhase, ShardState, StallTracker, decide, shard_states
 from .spec import JobSpec, SpecError, parse_spec
 from .status import Observed, compute_status, shard_items, status_patch, unplanned_status
 from .storage import CredentialsError, JobStorage, StorageFactory
@@ -121,7 +121,7 @@ class Controller:
             attempts += 1
             if attempts >= MAX_PLANNING_ATTEMPTS:
                 return self._fail_unplanned(job, "StorageUnavailable",
-                                            f"planning failed {attempts} times; last error: {text}")
+                                            f"planning failed {attempts} times; last error: {text}", attempts)
             delay = PLANNING_BACKOFF[min(attempts - 1, len(PLANNING_BACKOFF) - 1)]
             memo.planning_retry_at = self.monotonic() + delay
             message = f"cannot plan yet: {text}; retry {attempts}/{MAX_PLANNING_ATTEMPTS - 1} in {delay}s"
@@ -145,10 +145,10 @@ class Controller:
         self._write(job, compute_status(observed, status))
         return 0.0
 
-    def _fail_unplanned(self, job: dict[str, Any], reason: str, message: str) -> float:
+    def _fail_unplanned(self, job: dict[str, Any], reason: str, message: str, attempts: int | None = None) -> float:
         status = job.get("status") or {}
-        self._write(job, unplanned_status("Failed", reason, message, _generation(job), status, self.clock(),
-                                          int(status.get("planningAttempts") or 0)))
+        attempts = int(status.get("planningAttempts") or 0) if attempts is None else attempts
+        self._write(job, unplanned_status("Failed", reason, message, _generation(job), status, self.clock(), attempts))
         self.emit(job, "Warning", reason, message)
         return IDLE_SECONDS
 
@@ -183,7 +183,10 @@ class Controller:
         heartbeats = self._heartbeats(storage, uid, states)
         stalled = self._stalled(memo.stalls, states, heartbeats, spec, mono)
         decision = decide(states, spec, now, stalled)
+        done_before = len(memo.succeeded_in_storage)
         decision = self._skip_done_in_storage(job, storage, decision, states)
+        if len(memo.succeeded_in_storage) != done_before:  # count them in this step's status already
+            states = shard_states(shard_count, pods, spec, now, frozenset(memo.succeeded_in_storage))
         try:
             extra = self._act(job, spec, states, decision, now)
         except JobFatal as exc:
@@ -347,7 +350,10 @@ class Controller:
         memo = self.memo(meta["uid"])
         extra = {
             "kubernetes": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
-            "outcome": observed.decision.outcome.value if observed.decision.outcome else None,
+            # The operator's verdict (a shard that failed before writing a summary counts as failed here).
+            "status": observed.decision.outcome.value.lower() if observed.decision.outcome else "incomplete",
+            "failed_shards": [{"index": s.index, "reason": s.reason, "message": s.message}
+                              for s in states if s.phase is ShardPhase.FAILED],
             "attempts": [
                 {"shard": p.shard, "attempt": p.attempt, "pod": p.name, "node": p.node, "category": p.category.value,
                  "reason": p.reason, "exit_code": p.exit_code,
@@ -388,7 +394,8 @@ class Controller:
                                  for c in desired["conditions"]]
         if storage is not None:
             try:
-                write_job_summary(storage.dest, meta["uid"], {"outcome": "Failed", "reason": reason})
+                write_job_summary(storage.dest, meta["uid"], {"status": "failed", "reason": reason,
+                                                               "message": message})
                 desired["summaryLocation"] = storage.uri(layout.job_summary_key(meta["uid"]))
             except (StorageError, KeyError) as exc:
                 log.warning("job summary not written: %s", exc)
