@@ -16,6 +16,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,12 @@ class OcrEngine:
     def _build(self) -> Any:
         # Must be set before paddleocr/paddlex are imported: the check would try to reach a model hub.
         os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+        with warnings.catch_warnings():
+            # paddle, imported lazily in here, warns about a missing ccache (only used to build custom ops).
+            warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+            return self._construct()
+
+    def _construct(self) -> Any:
         try:
             from paddleocr import PaddleOCR
         except Exception as exc:
@@ -140,10 +147,16 @@ class OcrEngine:
 
     def _warmup(self) -> None:
         """Run one tiny page so a model that loads but cannot run fails here, as a load error."""
-        page = np.full((64, 256, 3), 255, dtype=np.uint8)
-        page[24:40, 32:224] = 0  # a dark bar: gives the detector a box and the recogniser a line
+        from PIL import Image, ImageDraw, ImageFont
+
+        page = Image.new("RGB", (320, 64), "white")
+        ImageDraw.Draw(page).text((16, 12), "Warm up 42", fill="black", font=ImageFont.load_default(size=32))
         try:
-            self._ocr.predict(page)
+            result = self._ocr.predict(np.asarray(page)[:, :, ::-1].copy())
+            if not result or not result[0].get("rec_texts"):
+                # Both models ran without error yet found nothing in plain printed text: wrong weights or
+                # a wrong inference.yml (normalisation, dictionary) would look like this.
+                raise RuntimeError("the models returned no text for a clearly printed test line")
         except Exception as exc:
             raise ModelLoadError(self._explain(exc, "running")) from exc
 

@@ -117,7 +117,7 @@ def generate_samples(dest: Path) -> dict[str, list[str]]:
 
     pdf_pages = [["Contract Service Order", "Museum Library Theater"], ["Bridge Forest Island", "Rocket Engine"]]
     pages = [render_page(lines) for lines in pdf_pages]
-    fixed = time.gmtime(1704067200)  # 2024-01-01  # Pillow stamps "now" otherwise: keep bytes reproducible
+    fixed = time.gmtime(1704067200)  # 2024-01-01: Pillow stamps "now" otherwise; keep the bytes reproducible
     pages[0].save(
         dest / "contract.pdf", "PDF", save_all=True, append_images=pages[1:], resolution=100.0,
         creationDate=fixed, modDate=fixed,
