@@ -286,7 +286,7 @@ def build_crd() -> dict[str, Any]:
         {
             "apiVersion": string("API version of the object: ocrjob.dev/v1alpha1."),
             "kind": string("Kind of the object: OcrJob."),
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": {"type": "object"},  # the apiserver allows nothing else here
             "spec": _spec_schema(),
             "status": _status_schema(),
         },
