@@ -145,6 +145,11 @@ class OcrEngine:
         except Exception as exc:
             raise ModelLoadError(self._explain(exc, "loading")) from exc
 
+    @property
+    def paddleocr(self) -> Any:
+        """The PaddleOCR object as built here (the benchmark's bare loop calls it directly, same thread)."""
+        return self._ocr
+
     def _warmup(self) -> None:
         """Run one tiny page so a model that loads but cannot run fails here, as a load error."""
         from PIL import Image, ImageDraw, ImageFont
