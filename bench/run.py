@@ -26,6 +26,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+PAGE = (800, 450)  # pixels: a small document page keeps 100+ images within minutes on a CPU
 
 
 # -- measurements (each runs in a child process: `run.py --measure KIND`) --------------------------------
@@ -139,7 +140,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir).absolute()
     shutil.rmtree(workdir, ignore_errors=True)
     corpus = workdir / "corpus"
-    generate_corpus(corpus, args.images, seed=2026)
+    generate_corpus(corpus, args.images, seed=2026, size=PAGE)
     files = sorted(p for p in corpus.iterdir() if p.suffix in (".png", ".jpg"))
     print(f"corpus: {len(files)} generated document images in {corpus}", flush=True)
     rows: dict[str, dict] = {}
@@ -193,7 +194,7 @@ def write_report(rows: dict[str, dict], images: int, output: Path) -> None:
         f"Made by `make bench` (`python bench/run.py --images {images}`) on {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()}, {os.cpu_count()} CPU cores, CPU only (Paddle "
         f"{_version('paddlepaddle')}, PaddleOCR {_version('paddleocr')}, PP-OCRv4 mobile det+rec).",
-        f"{images} generated document images (1000×700 px, 5–9 words each), one shard, device `cpu`.",
+        f"{images} generated document images ({PAGE[0]}×{PAGE[1]} px, 3–5 lines of words), one shard, device `cpu`.",
         "Configurations ran one after another in one run; the bare loop ran before and after the loader",
         "runs and its mean is the reference, so machine noise shows up as the gap between its two runs.",
         "",

@@ -136,8 +136,12 @@ def generate_samples(dest: Path) -> dict[str, list[str]]:
     return expected
 
 
-def generate_corpus(dest: Path, count: int, seed: int = 0) -> dict[str, list[str]]:
+def generate_corpus(
+    dest: Path, count: int, seed: int = 0, size: tuple[int, int] = PAGE_SIZE
+) -> dict[str, list[str]]:
     """Write `count` single-page documents (PNG and JPEG, 3-5 lines of random vocabulary words) into `dest`.
+
+    `size` is the page size in pixels; smaller pages OCR faster (benchmarks and end-to-end tests on CPU).
 
     Returns {relative file name: expected words}. Deterministic for a given (count, seed).
     """
@@ -149,7 +153,7 @@ def generate_corpus(dest: Path, count: int, seed: int = 0) -> dict[str, list[str
     expected: dict[str, list[str]] = {}
     for index in range(count):
         lines = _page_lines(rng, rng.randint(3, 5))
-        page = render_page(lines)
+        page = render_page(lines, size=size)
         if index % 2:
             name = f"doc-{index:05d}.jpg"
             page.save(dest / name, "JPEG", quality=90)
