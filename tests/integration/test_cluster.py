@@ -180,6 +180,35 @@ def test_secret_env_reaches_the_process_and_deletion_sends_sigterm(cluster: Loca
     assert "got SIGTERM" in (pod_dir / "main.log").read_text()
 
 
+def test_missing_secret_blocks_the_start_until_it_exists(core: CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, python_pod("needs-creds", "import os; print(os.environ['KEY'])",
+                                                     container={"envFrom": [{"secretRef": {"name": "late"}}]}))
+
+    def config_error(pod: Any) -> bool:
+        statuses = pod.status.container_statuses or []
+        return bool(statuses and statuses[0].state.waiting
+                    and statuses[0].state.waiting.reason == "CreateContainerConfigError")
+
+    pod = wait_pod(core, namespace, "needs-creds", config_error, "CreateContainerConfigError", timeout=30)
+    assert 'secret "late" not found' in pod.status.container_statuses[0].state.waiting.message
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "late"}, "stringData": {"KEY": "finally"}})
+    assert wait_pod(core, namespace, "needs-creds", terminal, "finished").status.phase == "Succeeded"
+    assert pod_log(core, namespace, "needs-creds") == "finally\n"
+
+
+def test_restart_policy_on_failure_restarts_the_process(core: CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, python_pod("flaky", """
+        import os, sys
+        if not os.path.exists("tried"):  # the pod directory survives restarts, like an emptyDir
+            open("tried", "w").close()
+            sys.exit(1)
+    """, restartPolicy="OnFailure"))
+    pod = wait_pod(core, namespace, "flaky", terminal, "finished", timeout=30)
+    status = pod.status.container_statuses[0]
+    assert (pod.status.phase, status.restart_count) == ("Succeeded", 1)
+    assert status.last_state.terminated.exit_code == 1
+
+
 def test_kubelet_eviction_and_simulated_oom(cluster: LocalCluster, core: CoreV1Api, namespace: str) -> None:
     for name in ("evicted", "oom"):
         core.create_namespaced_pod(namespace, python_pod(name, "import time; time.sleep(300)"))

@@ -5,7 +5,9 @@
     python -m tests.support.cluster down    # stop every process `up` started
 
 `up` starts a supervisor process (`_serve`) that owns all components; its state (PIDs, endpoints) is
-`<state dir>/state.json`, state dir `${OCRJOB_CACHE:-~/.cache/ocrjob}/cluster-local` or --state-dir.
+`<state dir>/state.json` (exports in `<state dir>/env.sh`), state dir
+`${OCRJOB_CACHE:-~/.cache/ocrjob}/cluster-local` or --state-dir. Everything binds to 127.0.0.1 on ports
+picked free at start. The node `ocrjob-node-0` has cpu 8, memory 16Gi and 2 fake `nvidia.com/gpu`.
 """
 
 from __future__ import annotations
@@ -61,28 +63,16 @@ class LocalCluster:
             if self.with_s3:
                 from tests.support.seaweedfs import SeaweedFS
 
-                s3 = threading.Thread(target=self._start_s3, daemon=True)  # overlaps the apiserver start
-                s3.start()
+                # Not in a helper thread: children die with the *thread* that started them (pdeathsig).
+                self.s3 = SeaweedFS.start(self.workdir / "s3")
             self.control_plane.start()
             for spec in self.node_specs:
                 self.add_node(spec)
-            if self.with_s3:
-                s3.join(timeout=90)
-                if self.s3 is None:
-                    self.s3 = SeaweedFS.start(self.workdir / "s3")  # the background start failed: show why
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
         return self
-
-    def _start_s3(self) -> None:
-        from tests.support.seaweedfs import SeaweedFS
-
-        try:
-            self.s3 = SeaweedFS.start(self.workdir / "s3")
-        except Exception:
-            self.s3 = None
 
     def add_node(self, spec: NodeSpec) -> ProcessNode:
         """Start another process node; it is stopped with the cluster (or call its `stop()` earlier)."""
@@ -153,6 +143,7 @@ def _serve(state_dir: Path) -> int:
         state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
                  "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
                  "logs": {k: str(v) for k, v in cluster.logs().items()}}
+        (state_dir / "env.sh").write_text(_exports(state) + "\n")  # `source` it in a shell
         tmp = state_dir / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.rename(state_dir / "state.json")
@@ -161,6 +152,7 @@ def _serve(state_dir: Path) -> int:
     finally:
         cluster.stop()
         (state_dir / "state.json").unlink(missing_ok=True)
+        (state_dir / "env.sh").unlink(missing_ok=True)
     return 0
 
 

@@ -98,6 +98,11 @@ class ControlPlane:
             f"--secure-port={self.ports['apiserver']}",
             f"--tls-cert-file={apiserver_tls.cert}", f"--tls-private-key-file={apiserver_tls.key}",
             f"--client-ca-file={p.ca.cert}",
+            # Published in extension-apiserver-authentication; without it the delegating components log
+            # "missing content for CA bundle" errors all the time.
+            f"--requestheader-client-ca-file={p.ca.cert}", "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--service-account-issuer={ISSUER}", f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 # setpriv makes a child die with the thread that started it, so a SIGKILLed test run leaves no orphans.
+# Caveat: it is the *thread*: start long-lived children only from threads that live as long as they do.
 _SETPRIV = shutil.which("setpriv")
 
 
