@@ -22,32 +22,55 @@ from .podspec import job_selector
 log = logging.getLogger("ocrjob.kube")
 TIMEOUT = (5, 30)  # connect, read seconds
 _configured = threading.Lock()
-_done = False
+_config: kubernetes.client.Configuration | None = None
 
 
-def configure() -> None:
-    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config (as kopf does)."""
-    global _done
+def configure() -> kubernetes.client.Configuration:
+    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config (as kopf does).
+
+    Kept in our own Configuration object, not the client's global default: kopf's login loads the
+    kubeconfig again and replaces the global one."""
+    global _config
     with _configured:
-        if _done:
-            return
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kubernetes.config.load_incluster_config()
-        else:
-            kubernetes.config.load_kube_config()
-        _done = True
+        if _config is None:
+            config = kubernetes.client.Configuration()
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                kubernetes.config.load_incluster_config(client_configuration=config)
+            else:
+                kubernetes.config.load_kube_config(client_configuration=config)
+            mirror_bearer_token(config)
+            _config = config
+        return _config
+
+
+def mirror_bearer_token(config: kubernetes.client.Configuration) -> None:
+    """kubernetes==36.0.0 sends no token at all (kubernetes-client/python#2582: the config loaders fill
+    api_key['authorization'], auth_settings() reads api_key['BearerToken']), so every ServiceAccount
+    request would be anonymous. Mirror the key, also after each refresh of a rotating in-cluster token."""
+    if "authorization" not in config.api_key:
+        return
+    previous = config.refresh_api_key_hook
+
+    def refresh(cfg: kubernetes.client.Configuration) -> None:
+        if previous is not None:
+            previous(cfg)
+        if "authorization" in cfg.api_key:
+            cfg.api_key["BearerToken"] = cfg.api_key["authorization"]
+
+    config.refresh_api_key_hook = refresh
+    config.api_key["BearerToken"] = config.api_key["authorization"]
 
 
 class Kube:
     def __init__(self) -> None:
-        configure()
+        self._config = configure()
         self._local = threading.local()
 
     @property
     def _api(self) -> kubernetes.client.ApiClient:
         api = getattr(self._local, "api", None)
         if api is None:
-            api = self._local.api = kubernetes.client.ApiClient()
+            api = self._local.api = kubernetes.client.ApiClient(self._config)
         return api
 
     @property
