@@ -6,7 +6,8 @@
 
 S3 is not part of `cluster`: use the `s3_server` fixture (tests/support/s3_fixtures.py).
 When a test that uses `cluster` fails, the tails of all component logs, the process-node logs and the
-logs of the pods in its namespace are attached to the report.
+logs of the pods in its namespace (and in namespaces no other test made, e.g. an operator's) are attached
+to the report. Missing control-plane binaries are built after collection (scripts/build-control-plane.sh).
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import LocalCluster
+from tests.support.controlplane import control_plane_bin_dir
 from tests.support.processnode import gpu_node_spec
 from tests.support.procs import tail, wait_until
 
 LOG_TAIL_LINES = 200
 _clusters: list[LocalCluster] = []  # started (or starting) in this session, for failure reports
+_test_namespaces: set[str] = set()  # made by the `namespace` fixture; other namespaces (an operator's) are shared
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build missing control-plane binaries before any test runs: a cold build (~15 min on 2 cores) would
+    otherwise count against the first test's pytest-timeout. A no-op when they are cached."""
+    if session.config.option.collectonly:
+        return
+    if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        control_plane_bin_dir()
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +65,7 @@ def namespace(k8s_api: kubernetes.client.ApiClient, request: pytest.FixtureReque
     core = kubernetes.client.CoreV1Api(k8s_api)
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{secrets.token_hex(3)}"
+    _test_namespaces.add(name)
     core.create_namespace({"metadata": {"name": name, "labels": {"ocrjob.dev/test": "true"}}})
     # Pod admission needs the ServiceAccount the serviceaccount controller creates.
     wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=30,
@@ -68,6 +81,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and _clusters and "cluster" in getattr(item, "fixturenames", ()):
         ns = getattr(item, "funcargs", {}).get("namespace")
         for local in _clusters:
-            for name, path in local.logs(namespace=ns if isinstance(ns, str) else None).items():
-                report.sections.append((f"{name} log (last {LOG_TAIL_LINES} lines)", tail(path, LOG_TAIL_LINES)))
+            for name, path in local.logs().items():
+                pod_ns = name.split(" ", 1)[1].split("/")[0] if name.startswith("pod ") else None
+                if pod_ns is None or pod_ns == ns or pod_ns not in _test_namespaces:  # not other tests' pods
+                    report.sections.append((f"{name} log (last {LOG_TAIL_LINES} lines)",
+                                            tail(path, LOG_TAIL_LINES)))
     return report

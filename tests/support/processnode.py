@@ -88,6 +88,7 @@ class ProcessNode:
         self._dirs: dict[tuple[str, str], Path] = {}
         self._free_gpus = list(range(spec.gpus))
         self._server: KubeletServer | None = None
+        self._log_handler: logging.Handler | None = None
         self._started_at = now()
         resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods), "ephemeral-storage": "100Gi"}
         self.resources = {**resources, **({GPU: str(spec.gpus)} if spec.gpus else {})}
@@ -95,9 +96,9 @@ class ProcessNode:
     # -- public API ------------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> ProcessNode:
         (self.workdir / "pids").mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        self.log.addHandler(handler)
+        self._log_handler = logging.FileHandler(self.log_file)
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(self._log_handler)
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
         tls = self.cp.pki.issue("kubelet-serving", "ocrjob-process-node", server=True)
@@ -498,3 +499,7 @@ class ProcessNode:
         if self._server:
             self._server.stop()
             self._server = None
+        if self._log_handler:  # loggers are global by name: another node of this name gets its own file
+            self.log.removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
