@@ -19,6 +19,15 @@ from tests.support.procs import wait_until
 pytestmark = pytest.mark.cluster
 
 
+# Exits 1.5 s after SIGTERM, so a terminating pod can be observed before it is gone.
+SLOW_SHUTDOWN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))
+while True:
+    time.sleep(0.1)
+"""
+
+
 def python_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
     """A pod running `python -c script` (the image maps to the repo venv on process nodes)."""
     container = {"name": "main", "image": "ocrjob/test:dev", "command": ["python", "-c", textwrap.dedent(script)]}
@@ -229,12 +238,7 @@ def test_kubelet_eviction_and_simulated_oom(cluster: LocalCluster, core: CoreV1A
 
 
 def test_api_eviction_marks_the_pod_as_disruption_target(core: CoreV1Api, namespace: str) -> None:
-    core.create_namespaced_pod(namespace, python_pod("api-evicted", """
-        import signal, sys, time
-        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))  # slow shutdown: observable
-        while True:
-            time.sleep(0.1)
-    """))
+    core.create_namespaced_pod(namespace, python_pod("api-evicted", SLOW_SHUTDOWN))
     wait_pod(core, namespace, "api-evicted", running, "Running")
     core.create_namespaced_pod_eviction("api-evicted", namespace, {
         "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "api-evicted", "namespace": namespace}})
@@ -243,6 +247,39 @@ def test_api_eviction_marks_the_pod_as_disruption_target(core: CoreV1Api, namesp
     assert pod.metadata.deletion_timestamp is not None
     assert (disruption.status, disruption.reason) == ("True", "EvictionByEvictionAPI")
     wait_gone(core, namespace, "api-evicted", timeout=20)
+
+
+def test_scheduler_preemption_marks_victims_and_runs_the_preemptor(k8s_api: kubernetes.client.ApiClient,
+                                                                  core: CoreV1Api, namespace: str) -> None:
+    scheduling = kubernetes.client.SchedulingV1Api(k8s_api)
+    low, high = f"{namespace}-low", f"{namespace}-high"
+    for name, value in ((low, 10), (high, 1000)):
+        scheduling.create_priority_class({"metadata": {"name": name}, "value": value})
+    try:
+        gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        for name in ("victim-a", "victim-b"):
+            core.create_namespaced_pod(namespace, python_pod(name, SLOW_SHUTDOWN, priorityClassName=low,
+                                                             container=gpu))
+        for name in ("victim-a", "victim-b"):
+            wait_pod(core, namespace, name, running, "Running")
+        core.create_namespaced_pod(namespace, python_pod("preemptor", "print('got both GPUs')", priorityClassName=high,
+                                                         container={"resources": {"limits": {"nvidia.com/gpu": "2"}}}))
+
+        seen: set[str] = set()
+
+        def victims_preempted() -> bool:
+            for name in {"victim-a", "victim-b"} - seen:
+                pod = core.read_namespaced_pod(name, namespace)  # slow shutdown: still there for a while
+                cond = condition(pod, "DisruptionTarget")
+                if pod.metadata.deletion_timestamp and cond and cond.reason == "PreemptionByScheduler":
+                    seen.add(name)
+            return len(seen) == 2
+
+        wait_until(victims_preempted, timeout=30, what="both victims marked PreemptionByScheduler")
+        assert wait_pod(core, namespace, "preemptor", terminal, "finished").status.phase == "Succeeded"
+    finally:
+        for name in (low, high):
+            scheduling.delete_priority_class(name)
 
 
 def test_active_deadline_fails_the_pod(core: CoreV1Api, namespace: str) -> None:
