@@ -1,0 +1,245 @@
+"""Helpers for the operator's end-to-end tests: install from manifests/, run the operator as a process with
+its ServiceAccount's identity (so RBAC is really exercised), watch pods, build OcrJobs, upload documents."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from ocrjob_operator.constants import GROUP, LABEL_JOB, PLURAL, VERSION
+from tests.support.controlplane import venv_tool
+from tests.support.pki import write_kubeconfig
+from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "ocrjob-system"
+OPERATOR_SA = "ocrjob-operator"
+# Never hand the operator S3 credentials through its environment: it must use the Secret the job names.
+_SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+                 "KUBERNETES_SERVICE_HOST", "KUBECONFIG")
+
+
+def kubectl(kubeconfig: Path, *args: str, timeout: float = 60, check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([venv_tool("kubectl"), "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def install(admin_kubeconfig: Path) -> None:
+    """Apply the CRD and the operator's identity (namespace, ServiceAccount, RBAC) for real, then every
+    manifest of the kustomization (the Deployment included) with a server-side dry run."""
+    kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "ocrjob.yaml"))
+    kubectl(admin_kubeconfig, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+                str(REPO / "manifests" / name))
+    kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k",
+            str(REPO / "manifests"))
+
+
+def operator_kubeconfig(api: kubernetes.client.ApiClient, admin_kubeconfig: Path, dest: Path) -> Path:
+    """A kubeconfig with a token of the operator's ServiceAccount (TokenRequest), like its pod would get."""
+    core = kubernetes.client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token(
+        OPERATOR_SA, OPERATOR_NAMESPACE, {"spec": {"expirationSeconds": 6 * 3600}}).status.token
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    return write_kubeconfig(dest, server=cluster["server"], ca=Path(cluster["certificate-authority"]),
+                            user=f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}", token=token)
+
+
+class OperatorProcess:
+    """`python -m ocrjob_operator --namespace NS` as a child process; `kill()` simulates a crash."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path) -> None:
+        self.kubeconfig, self.namespace = kubeconfig, namespace
+        self.log = workdir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = self.liveness_port = 0
+        self.starts = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.metrics_port, self.liveness_port = free_ports(2)
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "ocrjob_operator", "--namespace", self.namespace,
+                "--metrics-port", str(self.metrics_port),
+                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
+        with open(self.log, "a") as log:
+            log.write(f"\n===== operator start #{self.starts + 1} =====\n")
+        self.proc = spawn(argv, self.log, env=env, cwd=REPO)
+        self.starts += 1
+        wait_until(self._healthy, timeout=timeout, interval=0.3, what="the operator's liveness endpoint",
+                   abort=lambda: f"exited with {self.proc.returncode}" if self.proc and self.proc.poll() is not None
+                   else None, on_timeout=lambda: tail(self.log, 40))
+        return self
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, like a node crash or an OOM kill of the operator."""
+        if self.proc is not None:
+            stop_group(self.proc, grace=0)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, grace=20)
+            self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class PodRecorder:
+    """Watches the pods of one namespace from a thread: every pod ever created, and the most that were
+    active (created, not finished, not deleted) at the same time per job."""
+
+    api_factory: Any
+    namespace: str
+    created: list[str] = field(default_factory=list)
+    max_active: dict[str, int] = field(default_factory=dict)
+    _active: dict[str, set[str]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def start(self) -> PodRecorder:
+        self._thread = threading.Thread(target=self._run, name=f"pods-{self.namespace}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        core = kubernetes.client.CoreV1Api(self.api_factory())
+        rv = None
+        while not self._stop.is_set():
+            try:
+                w = kubernetes.watch.Watch()
+                kwargs = {"resource_version": rv} if rv else {}
+                for ev in w.stream(core.list_namespaced_pod, self.namespace, timeout_seconds=5,
+                                   _request_timeout=30, **kwargs):
+                    pod = ev["object"]
+                    rv = pod.metadata.resource_version
+                    self._record(ev["type"], pod)
+                    if self._stop.is_set():
+                        w.stop()
+            except ApiException as exc:
+                if exc.status == 410:
+                    rv = None
+                else:
+                    self.errors.append(str(exc))
+                    time.sleep(0.5)
+            except Exception as exc:  # connection hiccups: keep watching
+                self.errors.append(repr(exc))
+                time.sleep(0.5)
+
+    def _record(self, kind: str, pod: Any) -> None:
+        name = pod.metadata.name
+        job = (pod.metadata.labels or {}).get(LABEL_JOB, "")
+        active = self._active.setdefault(job, set())
+        if kind == "ADDED" and name not in self.created:
+            self.created.append(name)
+        if kind == "DELETED" or (pod.status and pod.status.phase in ("Succeeded", "Failed")):
+            active.discard(name)
+        elif kind in ("ADDED", "MODIFIED"):
+            active.add(name)
+        self.max_active[job] = max(self.max_active.get(job, 0), len(active))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=15)
+
+
+def ocrjob(name: str, namespace: str, bucket: str, endpoint: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "input": {"uri": f"s3://{bucket}/in"},
+        "output": {"uri": f"s3://{bucket}/out"},
+        "s3": {"endpoint": endpoint, "region": "us-east-1", "credentialsSecret": {"name": "s3-credentials"}},
+        "image": "ocrjob/inference:test",
+        "device": "cpu",
+        "sharding": {"shardCount": 1},
+        "parallelism": 1,
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+        "ocr": {"detLimitSideLen": 640},
+        "retries": {"perShard": 1, "backoffSeconds": 1},
+        **spec,
+    }
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OcrJob", "metadata": {"name": name, "namespace": namespace},
+            "spec": body}
+
+
+class Jobs:
+    """OcrJob CRUD for tests (cluster-admin: the test plays the user)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def wait_status(self, name: str, check: Any, timeout: float, what: str) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if check(status) else None
+
+        return wait_until(probe, timeout=timeout, interval=0.5, what=f"{name}: {what}",
+                          on_timeout=lambda: f"status: {self.status(name)}")
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
+        return [(e.reason, e.message) for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
+
+    def pods(self, name: str) -> list[Any]:
+        return self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL_JOB}={name}").items
+
+    def create_secret(self, access_key: str, secret_key: str, name: str = "s3-credentials") -> None:
+        self.core.create_namespaced_secret(self.namespace, {"metadata": {"name": name}, "stringData": {
+            "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}})
+
+
+def upload_dir(s3: Any, bucket: str, prefix: str, folder: Path) -> list[str]:
+    keys = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+            s3.upload_file(str(path), bucket, key)
+            keys.append(key)
+    return keys

@@ -1,0 +1,358 @@
+"""The OcrJob operator on the real control plane: installed from manifests/, run as a process with its
+ServiceAccount's token (RBAC for real), shard pods on the process node running the real loader over
+real SeaweedFS S3 with real PaddleOCR on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from inference_pod import layout
+from inference_pod.samples import generate_corpus
+from ocrjob_operator.constants import GROUP, PLURAL, VERSION
+from tests.e2e.operator_harness import (
+    REPO,
+    Jobs,
+    OperatorProcess,
+    PodRecorder,
+    install,
+    kubectl,
+    ocrjob,
+    operator_kubeconfig,
+    upload_dir,
+)
+from tests.support.controlplane import venv_tool
+from tests.support.procs import tail, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
+SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
+OPERATOR_SA = "system:serviceaccount:ocrjob-system:ocrjob-operator"
+
+
+def words_of(record: dict[str, Any]) -> set[str]:
+    return {word for page in record["pages"] for line in page["lines"] for word in line["text"].split()}
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Any) -> Path:
+    install(cluster.kubeconfig)
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="module")
+def op_kubeconfig(installed: Path, k8s_api: kubernetes.client.ApiClient,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return operator_kubeconfig(k8s_api, installed, tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture(scope="module")
+def models_env(ocr_models: Any) -> Iterator[None]:
+    """Shard pods without spec.models use the image's bundled models: here OCRJOB_MODELS_DIR, which the
+    process node passes through to every pod process."""
+    old = os.environ.get("OCRJOB_MODELS_DIR")
+    os.environ["OCRJOB_MODELS_DIR"] = str(Path(ocr_models.det_dir).parent)
+    yield
+    if old is None:
+        os.environ.pop("OCRJOB_MODELS_DIR", None)
+    else:
+        os.environ["OCRJOB_MODELS_DIR"] = old
+
+
+@dataclass
+class Env:
+    cluster: Any
+    namespace: str
+    jobs: Jobs
+    operator: OperatorProcess
+    pods: PodRecorder
+    s3: Any
+    bucket: str
+    endpoint: str
+    admin_kubeconfig: Path
+    tmp: Path
+
+    def job(self, name: str, **spec: Any) -> dict[str, Any]:
+        return ocrjob(name, self.namespace, self.bucket, self.endpoint, **spec)
+
+    def upload(self, count: int, seed: int, prefix: str = "in") -> dict[str, list[str]]:
+        folder = self.tmp / f"docs-{prefix}-{seed}"
+        corpus = generate_corpus(folder, count, seed=seed, size=SMALL_PAGE)
+        upload_dir(self.s3, self.bucket, prefix, folder)
+        return corpus
+
+    def result(self, key: str) -> dict[str, Any]:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def put(self, key: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def running_pods(self, job: str) -> list[str]:
+        return [p.metadata.name for p in self.jobs.pods(job) if p.status.phase == "Running"
+                and any(c.state.running for c in p.status.container_statuses or [])]
+
+
+@pytest.fixture
+def env(cluster: Any, k8s_api: kubernetes.client.ApiClient, namespace: str, s3_server: Any, s3_bucket: str,
+        op_kubeconfig: Path, models_env: None, tmp_path: Path) -> Iterator[Env]:
+    jobs = Jobs(k8s_api, namespace)
+    jobs.create_secret(s3_server.access_key, s3_server.secret_key)
+    operator = OperatorProcess(op_kubeconfig, namespace, tmp_path)
+    pods = PodRecorder(cluster.api_client, namespace).start()
+    try:
+        operator.start()
+        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, s3_server.endpoint,
+                  cluster.kubeconfig, tmp_path)
+    finally:
+        # Remove the jobs while the operator still runs (it owns their finalizer), then stop it.
+        try:
+            for job in jobs.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+                jobs.delete(job["metadata"]["name"])
+            if operator.running():
+                wait_until(lambda: not jobs.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL)["items"], timeout=60, what="OcrJobs to be deleted")
+        finally:
+            operator.stop()
+            pods.stop()
+            print(f"--- operator log ({operator.log}) ---\n{tail(operator.log, 150)}")
+
+
+def wait_phase(env: Env, name: str, phase: str, timeout: float) -> dict[str, Any]:
+    return env.jobs.wait_status(name, lambda s: s.get("phase") == phase, timeout, f"phase {phase}")
+
+
+def reasons(env: Env, name: str) -> list[str]:
+    return [reason for reason, _ in env.jobs.events(name)]
+
+
+def heartbeat(env: Env, uid: str, shard: int) -> dict[str, Any] | None:
+    try:
+        return env.result(f"out/{layout.progress_key(uid, shard)}")
+    except env.s3.exceptions.NoSuchKey:
+        return None
+
+
+# -- the whole job ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_restart(env: Env) -> None:
+    corpus = env.upload(20, seed=11)
+    env.put("in/README.txt", b"not a document: the planner skips it")
+    env.jobs.create(env.job("ocr20", sharding={"shardCount": 4}, parallelism=2))
+    waiter = subprocess.Popen([venv_tool("kubectl"), "--kubeconfig", str(env.admin_kubeconfig), "-n", env.namespace,
+                               "wait", "--for=condition=Succeeded", "ocrjob/ocr20", "--timeout=600s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        planned = env.jobs.wait_status("ocr20", lambda s: s.get("planLocation"), 60, "a plan location")
+        uid = env.jobs.get("ocr20")["metadata"]["uid"]
+        assert planned["planLocation"] == f"s3://{env.bucket}/out/{layout.plan_key(uid)}"
+        plan = env.result(f"out/{layout.plan_key(uid)}")
+        assert plan["shard_count"] == 4 and plan["item_count"] == 20 and plan["skipped"]["unsupported"]["count"] == 1
+
+        # Kill the operator (SIGKILL) while two shard pods run; a new one must carry on without duplicates.
+        wait_until(lambda: len(env.running_pods("ocr20")) == 2, timeout=120, what="two running shard pods")
+        env.operator.kill()
+        time.sleep(3)
+        env.operator.start()
+
+        status = wait_phase(env, "ocr20", "Succeeded", timeout=540)
+        out, _ = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, out
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    # Exactly one pod per shard, never more than `parallelism` at once, restart or not.
+    assert sorted(env.pods.created) == [f"ocr20-s{i}-a0" for i in range(4)]
+    assert env.pods.max_active["ocr20"] == 2
+    assert status["items"] == {"total": 20, "done": 20, "ok": 20, "failed": 0, "skipped": 0}
+    assert status["progress"] == "20/20" and status["shardProgress"] == "4/4"
+    assert status["shards"]["succeeded"] == 4 and status["retries"] == {"counted": 0, "disruptions": 0}
+    assert status["observedGeneration"] == 1 and status["startTime"] and status["completionTime"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Planned": "True", "Running": "False", "Suspended": "False", "Succeeded": "True",
+                          "Failed": "False"}
+    # Results: every document's known words were recognised.
+    for name, words in corpus.items():
+        record = env.result(f"out/{layout.result_key(name)}")
+        assert record["status"] == "ok" and set(words) <= words_of(record), (name, record["text"])
+    summary = env.result(f"out/{layout.job_summary_key(uid)}")
+    assert status["summaryLocation"] == f"s3://{env.bucket}/out/{layout.job_summary_key(uid)}"
+    assert summary["status"] == "succeeded" and summary["items"]["ok"] == 20 and summary["failed_items"] == []
+    assert [s["status"] for s in summary["shards"]] == ["succeeded"] * 4
+    assert all(s["devices"] and s["seconds"] for s in summary["shards"])
+    index = env.result(f"out/{layout.job_index_key(uid)}")
+    assert sorted(e["source"] for e in index["results"]) == sorted(corpus)
+    events = reasons(env, "ocr20")
+    assert events.index("Planned") < events.index("ShardStarted")
+    assert events.count("ShardStarted") == 4 and "Succeeded" in events
+    # podCleanupPolicy DeleteSucceeded: the finished pods are removed.
+    wait_until(lambda: not env.jobs.pods("ocr20"), timeout=30, what="succeeded pods to be cleaned up")
+    assert 'ocrjob_jobs{phase="Succeeded"} 1.0' in env.operator.metrics()
+    printed = kubectl(env.admin_kubeconfig, "-n", env.namespace, "get", "ocr", "ocr20").stdout
+    assert "Succeeded" in printed and "20/20" in printed and "4/4" in printed
+
+
+# -- faults ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
+    corpus = env.upload(8, seed=21)
+    env.jobs.create(env.job("killed", retries={"perShard": 1, "backoffSeconds": 1}))
+    uid = env.jobs.wait_status("killed", lambda s: s.get("planLocation"), 60, "planned") and \
+        env.jobs.get("killed")["metadata"]["uid"]
+
+    def midway() -> bool:
+        beat = heartbeat(env, uid, 0)
+        items = (beat or {}).get("items") or {}
+        done = items.get("ok", 0) + items.get("failed", 0) + items.get("skipped", 0)
+        return bool(beat) and beat.get("pod") == "killed-s0-a0" and 1 <= done < 8
+
+    wait_until(midway, timeout=180, interval=0.3, what="shard 0 to be midway")
+    env.cluster.node.oom_kill(env.namespace, "killed-s0-a0")
+    status = wait_phase(env, "killed", "Succeeded", timeout=240)
+    assert env.pods.created == ["killed-s0-a0", "killed-s0-a1"]
+    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    retried = [m for r, m in env.jobs.events("killed") if r == "ShardRetried"]
+    assert len(retried) == 1 and "OOMKilled" in retried[0] and "retry 1/1" in retried[0]
+    shard = env.result(f"out/{layout.shard_summary_key(uid, 0)}")
+    assert shard["attempt"] == "1" and shard["items"]["skipped"] >= 1  # resumed: earlier results kept
+    assert shard["items"]["ok"] + shard["items"]["skipped"] == 8
+    for name, words in corpus.items():
+        assert set(words) <= words_of(env.result(f"out/{layout.result_key(name)}"))
+
+
+@pytest.mark.slow
+def test_evicted_pod_does_not_spend_the_retry_budget(env: Env) -> None:
+    env.upload(3, seed=31)
+    env.jobs.create(env.job("evicted", retries={"perShard": 0}))
+    wait_until(lambda: env.running_pods("evicted"), timeout=120, what="a running shard pod")
+    env.cluster.node.evict(env.namespace, "evicted-s0-a0")
+    status = wait_phase(env, "evicted", "Succeeded", timeout=180)
+    assert env.pods.created == ["evicted-s0-a0", "evicted-s0-a1"]
+    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    retried = [m for r, m in env.jobs.events("evicted") if r == "ShardRetried"]
+    assert "budget not spent" in retried[0] and "Evicted" in retried[0]
+
+
+@pytest.mark.slow
+def test_input_error_shard_is_not_retried_and_suspend_resumes(env: Env) -> None:
+    env.upload(4, seed=41)
+    env.jobs.create(env.job("badinput", sharding={"shardCount": 2}, parallelism=2, suspend=True,
+                            retries={"perShard": 3, "backoffSeconds": 1}))
+    status = wait_phase(env, "badinput", "Suspended", timeout=60)
+    assert status["planLocation"]  # suspended jobs are planned, but start no pods
+    time.sleep(3)
+    assert env.pods.created == []
+    uid = env.jobs.get("badinput")["metadata"]["uid"]
+    env.put(f"out/{layout.shard_manifest_key(uid, 1)}", b"{ this is not a shard manifest")
+    env.jobs.patch("badinput", {"spec": {"suspend": False}})
+    status = wait_phase(env, "badinput", "Failed", timeout=180)
+    assert sorted(env.pods.created) == ["badinput-s0-a0", "badinput-s1-a0"]  # shard 1 was not retried
+    assert status["shards"]["succeeded"] == 1 and status["shards"]["failed"] == 1
+    (failed,) = status["failedShards"]
+    assert failed["index"] == 1 and failed["reason"] == "InvalidInput" and "not valid JSON" in failed["message"]
+    kubectl(env.admin_kubeconfig, "-n", env.namespace, "wait", "--for=condition=Failed", "ocrjob/badinput",
+            "--timeout=10s")
+    assert {"Suspended", "Resumed", "ShardFailed"} <= set(reasons(env, "badinput"))
+    assert env.result(f"out/{layout.job_summary_key(uid)}")["status"] == "failed"
+
+
+def test_configuration_errors_fail_the_job_fast_with_the_reason(env: Env) -> None:
+    env.upload(2, seed=51)
+    # The apiserver rejects the pods (no such ServiceAccount) ...
+    env.jobs.create(env.job("nosa", serviceAccountName="no-such-account"))
+    # ... or the kubelet cannot configure the container (the Secret lacks a key the pods need).
+    env.jobs.create(env.job("nokey", s3={"endpoint": env.endpoint, "credentialsSecret": {
+        "name": "s3-credentials", "sessionTokenKey": "AWS_SESSION_TOKEN"}}))
+    nosa = wait_phase(env, "nosa", "Failed", timeout=60)
+    assert "PodRejected" in json.dumps(nosa["conditions"]) and "no-such-account" in nosa["message"]
+    assert not env.jobs.pods("nosa")
+    nokey = wait_phase(env, "nokey", "Failed", timeout=120)
+    assert "CreateContainerConfigError" in nokey["message"] and "AWS_SESSION_TOKEN" in nokey["message"]
+    assert [p for p in env.pods.created if p.startswith("nokey")] == ["nokey-s0-a0"]
+
+
+@pytest.mark.slow
+def test_deleting_a_running_job_removes_its_pods(env: Env) -> None:
+    env.upload(4, seed=61)
+    env.jobs.create(env.job("deleted", sharding={"shardCount": 2}, parallelism=2))
+    wait_until(lambda: len(env.running_pods("deleted")) == 2, timeout=120, what="two running shard pods")
+    env.jobs.delete("deleted")
+
+    def gone() -> bool:
+        try:
+            env.jobs.get("deleted")
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+
+    wait_until(gone, timeout=60, what="the OcrJob to be deleted (finalizer released)")
+    wait_until(lambda: not env.jobs.pods("deleted"), timeout=90, what="its pods to be garbage-collected")
+
+
+# -- admission and installation -------------------------------------------------------------------------------
+INVALID = [
+    ({"output": {"uri": "s3://bucket/in/results"}}, "must not be spec.input.uri or lie inside it"),
+    ({"sharding": {"shardCount": 2, "targetShardSize": "1Gi"}}, "set exactly one of shardCount"),
+    ({"sharding": {"targetShardSize": "10Ki"}}, "must be a size between 1Mi and 1Ti"),
+    ({"input": {"uri": "https://bucket/in"}}, "write it as s3://bucket/prefix"),
+    ({"input": {"uri": "s3://bucket/in", "manifest": "s3://bucket/dir/"}}, "s3://bucket/key of one object"),
+    ({"parallelism": 0}, "greater than or equal to 1"),
+    ({"retries": {"perShard": 1000}}, "less than or equal to 100"),
+    ({"device": "tpu"}, 'supported values: "gpu", "cpu"'),
+    ({"resources": {"limits": {"nvidia.com/gpu": 2}}}, "remove nvidia.com/gpu"),
+    ({"models": {"detection": {"name": "d", "location": "/m/det"}}}, "give both models.detection"),
+    ({"models": {"detection": {"name": "d", "location": "models/det"},
+                 "recognition": {"name": "r", "location": "/m"}}}, "absolute directory in the image"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), INVALID, ids=[m.split(":")[0][:30] for _, m in INVALID])
+def test_invalid_ocrjobs_are_rejected_with_a_fix(installed: Path, k8s_api: kubernetes.client.ApiClient,
+                                                namespace: str, change: dict[str, Any], message: str) -> None:
+    body = ocrjob("invalid", namespace, "bucket", "http://127.0.0.1:1")
+    body["spec"].update(change)
+    with pytest.raises(ApiException) as err:
+        Jobs(k8s_api, namespace).create(body)
+    assert err.value.status == 422 and message in json.loads(err.value.body)["message"], err.value.body
+
+
+def test_long_names_and_planned_locations_are_rejected(installed: Path, k8s_api: kubernetes.client.ApiClient,
+                                                       namespace: str) -> None:
+    jobs = Jobs(k8s_api, namespace)
+    with pytest.raises(ApiException) as err:
+        jobs.create(ocrjob("x" * 51, namespace, "bucket", "http://127.0.0.1:1"))
+    assert "at most 50 characters" in err.value.body
+    jobs.create(ocrjob("planned", namespace, "bucket", "http://127.0.0.1:1"))
+    jobs.patch("planned", {"spec": {"output": {"uri": "s3://bucket/elsewhere"}}})  # not planned yet: allowed
+    jobs.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "planned", {
+        "status": {"planLocation": "s3://bucket/elsewhere/_ocrjob/u/plan.json"}})
+    with pytest.raises(ApiException) as err:
+        jobs.patch("planned", {"spec": {"input": {"uri": "s3://bucket/other"}}})
+    assert err.value.status == 422 and "cannot change once the job is planned" in err.value.body
+    jobs.patch("planned", {"spec": {"parallelism": 3, "suspend": True}})  # everything else stays editable
+
+
+def test_manifests_apply_and_rbac_is_least_privilege(installed: Path, namespace: str) -> None:
+    kubectl(installed, "apply", "--dry-run=server", "-k", str(REPO / "manifests"))
+    out = kubectl(installed, "-n", namespace, "apply", "--dry-run=server", "-f",
+                  str(REPO / "manifests" / "ocrjob.yaml")).stdout
+    assert "ocrjob.ocrjob.dev/scans-2024 created (server dry run)" in out
+    allowed = [("get", "secrets"), ("create", "pods"), ("delete", "pods"), ("patch", "ocrjobs.ocrjob.dev",
+               "--subresource=status"), ("delete", "ocrjobs.ocrjob.dev"), ("create", "events")]
+    denied = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("update", "pods"),
+              ("create", "ocrjobs.ocrjob.dev"), ("get", "nodes"), ("create", "pods", "--subresource=exec"),
+              ("get", "configmaps")]
+    for check in allowed + denied:
+        answer = kubectl(installed, "auth", "can-i", *check, "-n", namespace, f"--as={OPERATOR_SA}",
+                         check=False).stdout.strip()
+        assert answer == ("yes" if check in allowed else "no"), (check, answer)
+    explained = kubectl(installed, "explain", "ocrjob.spec.retries").stdout
+    assert "Evictions, preemptions, node loss" in explained and "perShard" in explained
