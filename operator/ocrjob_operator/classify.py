@@ -156,14 +156,14 @@ def classify_pod(pod: dict[str, Any], now: float) -> PodOutcome:
         if annotations.get(ANNOTATION_KILL_REASON):
             return out(Category.RETRYABLE, annotations[ANNOTATION_KILL_REASON],
                        annotations.get(ANNOTATION_KILL_MESSAGE, "killed by the operator"))
+        pod_reason = status.get("reason") or ""
+        if pod_reason in DISRUPTION_POD_REASONS:  # e.g. Evicted: the most telling name for users
+            return out(Category.DISRUPTED, pod_reason, status.get("message") or pod_reason)
         disruption = next((c for c in status.get("conditions") or []
                            if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None)
         if disruption is not None:
             return out(Category.DISRUPTED, disruption.get("reason") or "DisruptionTarget",
                        disruption.get("message") or status.get("message") or "the pod was disrupted")
-        pod_reason = status.get("reason") or ""
-        if pod_reason in DISRUPTION_POD_REASONS:
-            return out(Category.DISRUPTED, pod_reason, status.get("message") or pod_reason)
         if pod_reason == "DeadlineExceeded":
             return out(Category.RETRYABLE, "DeadlineExceeded",
                        "the shard ran longer than spec.shardDeadlineSeconds; raise it or use more shards")

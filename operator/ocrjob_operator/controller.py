@@ -19,9 +19,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from inference_pod import layout
-from inference_pod.jobsummary import write_job_summary
+from inference_pod.jobsummary import build_job_summary, read_shard_summaries, write_job_summary
 from inference_pod.planner import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
-from inference_pod.storage import StorageError
+from inference_pod.storage import ObjectNotFound, StorageError
 
 from . import metrics
 from .classify import Category, PodOutcome, classify_pod, parse_time
@@ -362,9 +362,9 @@ class Controller:
                 for s in states for p in s.attempts],
         }
         try:
-            write_job_summary(storage.dest, meta["uid"], extra)
+            _write_summary(storage, meta["uid"], extra)
             observed.summary_location = storage.uri(layout.job_summary_key(meta["uid"]))
-        except (StorageError, KeyError) as exc:
+        except Exception as exc:  # storage down, or a bookkeeping object a user damaged: bounded retries
             memo.summary_failures += 1
             if memo.summary_failures < SUMMARY_ATTEMPTS:
                 log.warning("job summary of %s/%s not written (attempt %s): %s", meta["namespace"], meta["name"],
@@ -394,10 +394,9 @@ class Controller:
                                  for c in desired["conditions"]]
         if storage is not None:
             try:
-                write_job_summary(storage.dest, meta["uid"], {"status": "failed", "reason": reason,
-                                                               "message": message})
+                _write_summary(storage, meta["uid"], {"status": "failed", "reason": reason, "message": message})
                 desired["summaryLocation"] = storage.uri(layout.job_summary_key(meta["uid"]))
-            except (StorageError, KeyError) as exc:
+            except Exception as exc:
                 log.warning("job summary not written: %s", exc)
         self._write(job, desired)
         self.emit(job, "Warning", reason, message)
@@ -458,6 +457,20 @@ class JobFatal(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def _write_summary(storage: JobStorage, uid: str, extra: dict[str, Any]) -> None:
+    """summary.json + index.json; when the index cannot be built (a shard manifest is unreadable), still
+    the summary, saying why the index is missing."""
+    try:
+        write_job_summary(storage.dest, uid, extra)
+    except (ValueError, KeyError, ObjectNotFound) as exc:
+        plan = load_plan(storage.dest, uid)
+        if plan is None:
+            raise
+        summary = build_job_summary(plan, read_shard_summaries(storage.dest, uid, plan["shard_count"]),
+                                    {**extra, "index_error": f"index.json not written: {type(exc).__name__}: {exc}"})
+        storage.dest.put(layout.job_summary_key(uid), json.dumps(summary, indent=1).encode())
 
 
 def _generation(job: dict[str, Any]) -> int:

@@ -238,7 +238,7 @@ def test_evicted_pod_does_not_spend_the_retry_budget(env: Env) -> None:
     assert env.pods.created == ["evicted-s0-a0", "evicted-s0-a1"]
     assert status["retries"] == {"counted": 0, "disruptions": 1}
     retried = [m for r, m in env.jobs.events("evicted") if r == "ShardRetried"]
-    assert "budget not spent" in retried[0] and "Evicted" in retried[0]
+    assert "budget not spent" in retried[0] and "Evicted" in retried[0], retried
 
 
 @pytest.mark.slow

@@ -390,3 +390,20 @@ def test_ttl_deletes_the_finished_job(world) -> None:
 def test_memo_is_only_a_cache() -> None:
     memo = JobMemo()
     assert memo.plan is None and not memo.created and not memo.succeeded_in_storage
+
+
+def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None:
+    kube, storage, _events, _clock, controller = world(sharding={"shardCount": 2}, parallelism=2)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    storage.dest.put(layout.shard_manifest_key(UID, 1), b"{ not json")
+    kube.finish("job-s1-a0", 65)
+    kube.finish("job-s0-a0", 0, {"ok": 4})
+    write_summary(storage, 0, 4)
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and status["summaryLocation"]
+    summary = json.loads(storage.dest.get(layout.job_summary_key(UID)))
+    assert summary["status"] == "failed" and "index.json not written" in summary["index_error"]
+    assert summary["failed_shards"][0]["reason"] == "InvalidInput"
