@@ -57,13 +57,30 @@ def error_record(item: Item, input_uri: str, code: str, message: str, context: d
     }
 
 
+def reading_order_text(lines: list[dict]) -> str:
+    """Join detected boxes into text rows: boxes whose vertical centres lie within half a box height of
+    the row's are one row, read left to right; rows top to bottom."""
+    boxes = []
+    for line in lines:
+        points = line.get("polygon") or [[0, len(boxes) * 1000]]
+        ys, xs = [p[1] for p in points], [p[0] for p in points]
+        boxes.append(((min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2, min(xs), line["text"]))
+    rows: list[tuple[float, list[tuple[float, str]]]] = []
+    for centre, half_height, left, text in sorted(boxes):
+        if rows and abs(centre - rows[-1][0]) <= max(half_height, 1):
+            rows[-1][1].append((left, text))
+        else:
+            rows.append((centre, [(left, text)]))
+    return "\n".join(" ".join(text for _, text in sorted(items)) for _, items in rows)
+
+
 def page_record(number: int, prediction: dict) -> dict:
     lines = prediction["lines"]
     return {
         "page": number,
         "width": prediction["width"],
         "height": prediction["height"],
-        "text": "\n".join(line["text"] for line in lines),
+        "text": reading_order_text(lines),
         "lines": lines,
     }
 

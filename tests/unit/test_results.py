@@ -46,3 +46,13 @@ def test_job_summary_merges_shards_and_counts_missing_as_pending() -> None:
     assert summary["items"] == {"total": 5, "ok": 2, "failed": 1, "skipped": 0, "pending": 2, "pages": 4}
     assert summary["failed_items"] == [{"key": "x.png", "code": "corrupt", "message": "m"}]
     assert [s["status"] for s in summary["shards"]] == ["succeeded", "pending"]
+
+
+def box(text: str, x: int, y: int, w: int = 60, h: int = 20) -> dict:
+    return {"text": text, "score": 0.9, "polygon": [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]}
+
+
+def test_boxes_on_one_visual_line_become_one_text_row() -> None:
+    lines = [box("Amount", 200, 102), box("Total", 50, 100), box("Invoice", 50, 40), box("4821", 300, 98)]
+    assert results.reading_order_text(lines) == "Invoice\nTotal Amount 4821"
+    assert results.reading_order_text([]) == ""
