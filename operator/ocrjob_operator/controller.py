@@ -39,6 +39,7 @@ MAX_PLANNING_ATTEMPTS = 8
 PLANNING_BACKOFF = (5, 10, 20, 40, 80, 160, 300)
 CREATED_GRACE_SECONDS = 30.0  # a pod we created but cannot list yet still counts against parallelism
 SUMMARY_ATTEMPTS = 5
+FIRST_HEARTBEAT_GRACE = 300.0  # seconds a running pod may take to write its first heartbeat
 FINISHED = ("Succeeded", "Failed")
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (job, type, reason, message)
@@ -142,7 +143,9 @@ class Controller:
                       f"{skipped['count']} unsupported object(s) not planned, e.g. {skipped.get('examples', [])[:3]}")
         # The plan's location goes to status before any pod exists; the next step starts the shards.
         observed = self._observe(job, spec, plan, location, [], {}, Decision(), attempts)
-        self._write(job, compute_status(observed, status))
+        desired = compute_status(observed, status)
+        self._events_for_transitions(job, status, desired, observed.states)
+        self._write(job, desired)
         return 0.0
 
     def _fail_unplanned(self, job: dict[str, Any], reason: str, message: str, attempts: int | None = None) -> float:
@@ -231,7 +234,9 @@ class Controller:
             # Only this pod's own heartbeat counts (the file may still hold an earlier attempt's record).
             marker = (beat.get("updated_at"), str(beat.get("items"))) if beat and beat.get("pod") == pod.name else None
             running.add(pod.name)
-            if tracker.observe(pod.name, marker, mono) > spec.stall_timeout_seconds:
+            # Before its first heartbeat a pod is starting (imports, manifest, model download): more slack.
+            limit = spec.stall_timeout_seconds if marker else max(spec.stall_timeout_seconds, FIRST_HEARTBEAT_GRACE)
+            if tracker.observe(pod.name, marker, mono) > limit:
                 stalled.add(pod.name)
         tracker.forget_except(running)
         return frozenset(stalled)
@@ -279,8 +284,8 @@ class Controller:
             deadline = int(now - started) if started else 1
             if spec.shard_deadline_seconds:
                 deadline = min(deadline, spec.shard_deadline_seconds)
-            message = (f"no progress heartbeat for more than spec.stallTimeoutSeconds={spec.stall_timeout_seconds}s; "
-                       "killed and retried (counted)")
+            message = (f"its progress heartbeat stopped for more than spec.stallTimeoutSeconds="
+                       f"{spec.stall_timeout_seconds}s; killed and retried (counted)")
             self.kube.kill_pod(ns, name_, "Stalled", message, deadline)
             self.emit(job, "Warning", "ShardStalled", f"killing pod {name_} (shard {pod.shard}): {message}")
         notes = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -224,6 +225,27 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
     shard = env.result(f"out/{layout.shard_summary_key(uid, 0)}")
     assert shard["attempt"] == "1" and shard["items"]["skipped"] >= 1  # resumed: earlier results kept
     assert shard["items"]["ok"] + shard["items"]["skipped"] == 8
+    for name, words in corpus.items():
+        assert set(words) <= words_of(env.result(f"out/{layout.result_key(name)}"))
+
+
+@pytest.mark.slow
+def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
+    corpus = env.upload(3, seed=71)
+    env.jobs.create(env.job("stalled", stallTimeoutSeconds=10, retries={"perShard": 1, "backoffSeconds": 1}))
+    env.jobs.wait_status("stalled", lambda s: s.get("planLocation"), 60, "planned")
+    uid = env.jobs.get("stalled")["metadata"]["uid"]
+    wait_until(lambda: (heartbeat(env, uid, 0) or {}).get("pod") == "stalled-s0-a0", timeout=120,
+               what="the first heartbeat of stalled-s0-a0")
+    pids = env.cluster.node.workdir / "pids"
+    (pid,) = [int(f.name) for f in pids.iterdir() if f.read_text().startswith(f"{env.namespace}/stalled-s0-a0/")]
+    os.killpg(pid, signal.SIGSTOP)  # the whole pod hangs: no heartbeat, no progress, no exit
+    status = wait_phase(env, "stalled", "Succeeded", timeout=240)
+    assert env.pods.created == ["stalled-s0-a0", "stalled-s0-a1"]
+    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    events = env.jobs.events("stalled")
+    assert any(r == "ShardStalled" and "stalled-s0-a0" in m for r, m in events)
+    assert any(r == "ShardRetried" and "Stalled" in m for r, m in events)
     for name, words in corpus.items():
         assert set(words) <= words_of(env.result(f"out/{layout.result_key(name)}"))
 

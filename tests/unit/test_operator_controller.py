@@ -318,6 +318,10 @@ def test_stalled_pod_is_killed_through_its_deadline(world) -> None:
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
     kube.run("job-s0-a0")
+    ctl.reconcile("ns", "job")
+    clock.t += 120  # no heartbeat yet: starting up, within the first-heartbeat grace
+    ctl.reconcile("ns", "job")
+    assert kube.killed == []
     beat = {"pod": "job-s0-a0", "updated_at": 1, "items": {"ok": 0}}
     storage.dest.put(layout.progress_key(UID, 0), json.dumps(beat).encode())
     ctl.reconcile("ns", "job")
