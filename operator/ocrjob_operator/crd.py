@@ -85,8 +85,9 @@ def _spec_schema() -> Schema:
         "value": string("Taint value the toleration matches (operator Equal)."),
         "effect": string("Taint effect to match: NoSchedule, PreferNoSchedule or NoExecute; empty matches all.",
                          enum=["", "NoSchedule", "PreferNoSchedule", "NoExecute"]),
-        "tolerationSeconds": {"type": "integer", "format": "int64",
-                              "description": "For NoExecute: how long the pod stays bound after the taint appears."},
+        "tolerationSeconds": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 31_536_000,
+                              "description": "For NoExecute: how long the pod stays bound after the taint appears. "
+                                             "Between 0 and 31536000."},
     })
     return obj(
         "What to OCR, where the results go, and how the shard pods run.",

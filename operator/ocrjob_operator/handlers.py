@@ -115,6 +115,18 @@ async def pod_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
     _wake(namespace, meta.get("labels", {}).get(LABEL_JOB))
 
 
+_generations: dict[tuple[str, str], int] = {}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def job_changed(name: str | None, namespace: str | None, **_: Any) -> None:
-    _wake(namespace, name)  # spec edits (suspend, parallelism) take effect at once
+async def job_changed(name: str | None, namespace: str | None, meta: kopf.Meta, type: str | None,
+                      **_: Any) -> None:
+    """Spec edits (suspend, parallelism) take effect at once; our own status writes do not wake the loop."""
+    key = (namespace or "", name or "")
+    if type == "DELETED":
+        _generations.pop(key, None)
+        return
+    generation = int(meta.get("generation") or 0)
+    if _generations.get(key) != generation:
+        _generations[key] = generation
+        _wake(namespace, name)

@@ -411,3 +411,17 @@ def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None
     summary = json.loads(storage.dest.get(layout.job_summary_key(UID)))
     assert summary["status"] == "failed" and "index.json not written" in summary["index_error"]
     assert summary["failed_shards"][0]["reason"] == "InvalidInput"
+
+
+def test_input_manifest_limits_the_plan_to_its_keys(world) -> None:
+    kube, storage, _events, _clock, controller = world(input={"uri": "s3://bucket/in",
+                                                              "manifest": "s3://bucket/lists/failed.txt"})
+    (storage.root / "objects").mkdir()
+    (storage.root / "objects" / "failed.txt").write_text("doc-1.png\ndoc-5.png\n")
+    controller().reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["items"]["total"] == 2 and status["shards"]["total"] == 2
+    plan = json.loads(storage.dest.get(layout.plan_key(UID)))
+    keys = sorted(item["key"] for s in plan["shards"]
+                  for item in json.loads(storage.dest.get(s["manifest"]))["items"])
+    assert keys == ["doc-1.png", "doc-5.png"]
