@@ -36,6 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _QuietWakeups(logging.Filter):
+    """The wake-up handlers run on every pod/job event; their success is not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Handler '") and message.endswith("succeeded.")
+                    and ("'pod_changed'" in message or "'job_changed'" in message))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import kopf
@@ -43,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import handlers, metrics
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(_QuietWakeups())
     logging.getLogger("ocrjob").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     assert handlers.reconcile_job  # importing the module registers the handlers
     if args.metrics_port:
