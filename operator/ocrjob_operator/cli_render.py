@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .cli_wait import format_event
+from .cli_wait import event_order, format_event
 
 PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Suspended": "yellow",
                "Planning": "blue", "Pending": "dim"}
@@ -130,7 +130,7 @@ def status_view(job: dict[str, Any], events: list[dict[str, Any]], now: dt.datet
         parts += [Text(""), conds]
     if events:
         parts += [Text(""), Text(f"Events (last {min(len(events), max_events)}):", style="bold")]
-        recent = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")[-max_events:]
+        recent = sorted(events, key=event_order)[-max_events:]
         parts += [Text(format_event(e), style="yellow" if e.get("type") == "Warning" else "") for e in recent]
     return Group(*parts)
 

@@ -123,6 +123,13 @@ def _event_time(event: dict[str, Any]) -> str:
             or (event.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def event_order(event: dict[str, Any]) -> tuple[str, int]:
+    """Oldest first. Event times have one-second resolution: within a second, the resourceVersion (etcd's
+    revision, an increasing number in practice) keeps the order in which they were written."""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return _event_time(event), int(version) if version.isdigit() else 0
+
+
 class EventFeed:
     """Hands out each Event once (again when its count grows), oldest first."""
 
@@ -131,7 +138,7 @@ class EventFeed:
 
     def new(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh = []
-        for event in sorted(events, key=_event_time):
+        for event in sorted(events, key=event_order):
             uid = (event.get("metadata") or {}).get("uid") or f"{_event_time(event)}{event.get('message')}"
             count = int(event.get("count") or 1)
             if self.seen.get(uid, 0) < count:

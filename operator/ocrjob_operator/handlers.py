@@ -47,7 +47,14 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
+log = logging.getLogger("ocrjob.operator")
+
+
 def emit_event(job: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the OcrJob (posted by kopf), and the same line in the operator's log."""
+    meta = job.get("metadata") or {}
+    log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s %s: %s", meta.get("namespace"),
+            meta.get("name"), reason, message)
     kopf.event(job, type=type_, reason=reason, message=message[:1000])
 
 
