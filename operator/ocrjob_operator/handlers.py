@@ -7,7 +7,9 @@ then sleeps until the delay it returned, a wake-up from a pod or OcrJob event, o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 from typing import Any
@@ -22,6 +24,8 @@ from .storage import StorageFactory
 ERROR_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0)  # after unexpected errors in a step (API outage, bugs)
 MIN_SLEEP = 0.5  # debounce: our own pod creations wake us too
 
+RECONCILE_THREADS = 32  # jobs reconciled at once; a long planning blocks only its own job's loop
+_executor = concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
 _wakeups: dict[tuple[str, str], asyncio.Event] = {}
 _controller: Controller | None = None
 _controller_lock = threading.Lock()
@@ -42,7 +46,7 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.reporting_component = MANAGED_BY
     settings.posting.level = logging.INFO
     settings.scanning.disabled = True  # no runtime CRD/namespace discovery: no RBAC for it needed
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = 8  # kopf's own sync work; the reconcile loops have their own pool
     # Only our pods are watched (server-side label selector), not every pod in the cluster.
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
@@ -96,7 +100,10 @@ async def reconcile_job(name: str, namespace: str, uid: str, stopped: kopf.Daemo
     try:
         while not stopped:
             try:
-                delay = await asyncio.to_thread(ctl.reconcile, namespace, name)
+                # Blocking clients: in a worker thread, with kopf's context (its event poster) copied along.
+                context = contextvars.copy_context()
+                delay = await asyncio.get_running_loop().run_in_executor(
+                    _executor, context.run, ctl.reconcile, namespace, name)
                 errors = 0
             except Exception:
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
