@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import re
 import sys
@@ -34,25 +35,33 @@ if TYPE_CHECKING:
 PANEL = "Cluster (OcrJob on Kubernetes)"
 DEFAULT_TIMEOUT = "24h"  # --wait without --timeout still ends: every wait is bounded
 
+def _panel(name: str) -> Any:
+    """typer.Option with a help panel: `submit --help` groups its many options."""
+    return functools.partial(typer.Option, rich_help_panel=name)
+
+
+JobOpt, S3Opt, PodOpt, OcrOpt = _panel("Job"), _panel("S3"), _panel("Shards and pods"), _panel("OCR")
+AccessOpt, WaitOpt = _panel("Cluster access"), _panel("Waiting (--wait)")
+
 # -- shared options ----------------------------------------------------------------------------------------------
-Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, then "
+Kubeconfig = Annotated[str | None, AccessOpt("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, then "
                                                 "~/.kube/config, then in-cluster).", show_default=False)]
-Context = Annotated[str | None, typer.Option("--context", help="Kubeconfig context (default: the current one).")]
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the context's, else "
+Context = Annotated[str | None, AccessOpt("--context", help="Kubeconfig context (default: the current one).")]
+Namespace = Annotated[str | None, AccessOpt("--namespace", "-n", help="Namespace (default: the context's, else "
                                                "'default').")]
 Name = Annotated[str, typer.Argument(help="The OcrJob's name.", show_default=False)]
 Format = Annotated[str, typer.Option("--output", "-o", help="table, json or yaml.")]
 S3Endpoint = Annotated[str | None, typer.Option("--s3-endpoint", help="S3 endpoint for reading results from here "
                                                 "(default: OCRJOB_S3_ENDPOINT, then the job's spec.s3.endpoint).")]
 S3Region = Annotated[str | None, typer.Option("--s3-region", help="S3 region (default: AWS_REGION, then the job's).")]
-Wait = Annotated[bool, typer.Option("--wait", "-w", help="Wait until the job finishes; the exit code says how.")]
-Timeout = Annotated[str, typer.Option("--timeout", help="With --wait: give up after this long (90s, 15m, 2h); "
+Wait = Annotated[bool, WaitOpt("--wait", "-w", help="Wait until the job finishes; the exit code says how.")]
+Timeout = Annotated[str, WaitOpt("--timeout", help="With --wait: give up after this long (90s, 15m, 2h); "
                                       "exit 4, the job keeps running.")]
-CancelOnTimeout = Annotated[bool, typer.Option("--cancel-on-timeout", help="With --wait: delete the job when the "
+CancelOnTimeout = Annotated[bool, WaitOpt("--cancel-on-timeout", help="With --wait: delete the job when the "
                                                "timeout passes (CI: no GPUs left burning).")]
-FailOnItemErrors = Annotated[bool, typer.Option("--fail-on-item-errors", help="With --wait: exit 9 when the job "
+FailOnItemErrors = Annotated[bool, WaitOpt("--fail-on-item-errors", help="With --wait: exit 9 when the job "
                                                 "succeeded but documents have error records.")]
-ProgressMode = Annotated[str, typer.Option("--progress", help="With --wait: auto (a bar on a terminal, lines "
+ProgressMode = Annotated[str, WaitOpt("--progress", help="With --wait: auto (a bar on a terminal, lines "
                                            "otherwise), bar, plain, or none.")]
 
 
@@ -180,63 +189,63 @@ def _wait(api: OcrJobApi, job: dict[str, Any], timeout: str, progress: str, canc
 
 # -- submit ------------------------------------------------------------------------------------------------------
 def submit(
-    file: Annotated[str | None, typer.Option("--file", "-f", help="An OcrJob YAML/JSON file ('-': stdin); flags "
+    file: Annotated[str | None, JobOpt("--file", "-f", help="An OcrJob YAML/JSON file ('-': stdin); flags "
                                              "override its values.")] = None,
-    name: Annotated[str | None, typer.Option(help="Job name (default: the file's, else generated).")] = None,
-    generate_name: Annotated[str | None, typer.Option(help="Name prefix; the apiserver appends 5 random "
+    name: Annotated[str | None, JobOpt(help="Job name (default: the file's, else generated).")] = None,
+    generate_name: Annotated[str | None, JobOpt(help="Name prefix; the apiserver appends 5 random "
                                                       "characters (unique names for CI).")] = None,
-    input: Annotated[str | None, typer.Option("--input", "-i", help="s3://bucket/prefix to OCR.")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="s3://bucket/prefix for results (not inside "
+    input: Annotated[str | None, JobOpt("--input", "-i", help="s3://bucket/prefix to OCR.")] = None,
+    output: Annotated[str | None, JobOpt("--output", "-o", help="s3://bucket/prefix for results (not inside "
                                                "the input).")] = None,
-    input_manifest: Annotated[str | None, typer.Option(help="s3://bucket/key of a key list: only these keys.")] = None,
-    image: Annotated[str | None, typer.Option(help="Inference image.")] = None,
-    image_pull_policy: Annotated[str | None, typer.Option(help="Always, IfNotPresent or Never.")] = None,
-    image_pull_secret: Annotated[list[str] | None, typer.Option(help="Image pull Secret (repeatable).")] = None,
-    s3_endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL the pods use (omit for AWS).")] = None,
-    s3_region: Annotated[str | None, typer.Option(help="S3 region.")] = None,
-    path_style: Annotated[bool | None, typer.Option("--path-style/--virtual-hosted-style",
+    input_manifest: Annotated[str | None, JobOpt(help="s3://bucket/key of a key list: only these keys.")] = None,
+    image: Annotated[str | None, PodOpt(help="Inference image.")] = None,
+    image_pull_policy: Annotated[str | None, PodOpt(help="Always, IfNotPresent or Never.")] = None,
+    image_pull_secret: Annotated[list[str] | None, PodOpt(help="Image pull Secret (repeatable).")] = None,
+    s3_endpoint: Annotated[str | None, S3Opt(help="S3 endpoint URL the pods use (omit for AWS).")] = None,
+    s3_region: Annotated[str | None, S3Opt(help="S3 region.")] = None,
+    path_style: Annotated[bool | None, S3Opt("--path-style/--virtual-hosted-style",
                                                     help="S3 addressing (CRD default: path style).")] = None,
-    credentials_secret: Annotated[str | None, typer.Option(help="Secret with AWS_ACCESS_KEY_ID and "
+    credentials_secret: Annotated[str | None, S3Opt(help="Secret with AWS_ACCESS_KEY_ID and "
                                                            "AWS_SECRET_ACCESS_KEY in the job's namespace.")] = None,
-    shards: Annotated[int | None, typer.Option(help="Number of shards.")] = None,
-    target_shard_size: Annotated[str | None, typer.Option(help="Instead of --shards: input bytes per shard, e.g. "
+    shards: Annotated[int | None, PodOpt(help="Number of shards.")] = None,
+    target_shard_size: Annotated[str | None, PodOpt(help="Instead of --shards: input bytes per shard, e.g. "
                                                           "2Gi.")] = None,
-    parallelism: Annotated[int | None, typer.Option(help="Most shard pods at once (CRD default 1).")] = None,
-    device: Annotated[str | None, typer.Option(help="gpu (one GPU per pod; CRD default) or cpu.")] = None,
-    workers_per_pod: Annotated[int | None, typer.Option(help="Predictor processes per pod.")] = None,
-    request: Annotated[list[str] | None, typer.Option(help="Pod resource request, e.g. cpu=4, memory=16Gi "
+    parallelism: Annotated[int | None, PodOpt(help="Most shard pods at once (CRD default 1).")] = None,
+    device: Annotated[str | None, PodOpt(help="gpu (one GPU per pod; CRD default) or cpu.")] = None,
+    workers_per_pod: Annotated[int | None, PodOpt(help="Predictor processes per pod.")] = None,
+    request: Annotated[list[str] | None, PodOpt(help="Pod resource request, e.g. cpu=4, memory=16Gi "
                                                       "(repeatable).")] = None,
-    limit: Annotated[list[str] | None, typer.Option(help="Pod resource limit, e.g. memory=24Gi "
+    limit: Annotated[list[str] | None, PodOpt(help="Pod resource limit, e.g. memory=24Gi "
                                                     "(repeatable).")] = None,
-    node_selector: Annotated[list[str] | None, typer.Option(help="KEY=VALUE node label (repeatable).")] = None,
-    priority_class: Annotated[str | None, typer.Option(help="PriorityClass of the pods.")] = None,
-    service_account: Annotated[str | None, typer.Option(help="ServiceAccount of the pods.")] = None,
-    queue: Annotated[str | None, typer.Option(help="Kueue LocalQueue name.")] = None,
-    det_model_name: Annotated[str | None, typer.Option(help="Detection model name (with the three others).")] = None,
-    det_model_dir: Annotated[str | None, typer.Option(help="Detection model dir in the image or s3:// prefix.")] = None,
-    rec_model_name: Annotated[str | None, typer.Option(help="Recognition model name.")] = None,
-    rec_model_dir: Annotated[str | None, typer.Option(help="Recognition model dir or s3:// prefix.")] = None,
-    page_batch_size: Annotated[int | None, typer.Option(help="Pages per predictor call.")] = None,
-    rec_batch_size: Annotated[int | None, typer.Option(help="Text lines per recognition batch.")] = None,
-    det_limit_side_len: Annotated[int | None, typer.Option(help="Longest side fed to detection.")] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="Per-page pixel limit.")] = None,
-    max_pages: Annotated[int | None, typer.Option(help="Per-document page limit.")] = None,
-    max_item_bytes: Annotated[int | None, typer.Option(help="Per-document size limit (bytes).")] = None,
-    pdf_dpi: Annotated[int | None, typer.Option(help="PDF rendering resolution.")] = None,
-    retries: Annotated[int | None, typer.Option(help="Counted retries per shard.")] = None,
-    backoff: Annotated[str | None, typer.Option(help="First retry delay, e.g. 30s.")] = None,
-    stall_timeout: Annotated[str | None, typer.Option(help="Kill a shard without progress for this long.")] = None,
-    shard_deadline: Annotated[str | None, typer.Option(help="Most time one shard pod may run.")] = None,
-    ttl: Annotated[str | None, typer.Option(help="Delete the job this long after it finished.")] = None,
-    suspend: Annotated[bool, typer.Option("--suspend", help="Create it suspended (plan only).")] = False,
-    pod_cleanup_policy: Annotated[str | None, typer.Option(help="DeleteSucceeded, Delete or Keep.")] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE job label (repeatable).")] = None,
-    annotation: Annotated[list[str] | None, typer.Option(help="KEY=VALUE job annotation (repeatable).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any spec field as PATH=YAML, e.g. "
+    node_selector: Annotated[list[str] | None, PodOpt(help="KEY=VALUE node label (repeatable).")] = None,
+    priority_class: Annotated[str | None, PodOpt(help="PriorityClass of the pods.")] = None,
+    service_account: Annotated[str | None, PodOpt(help="ServiceAccount of the pods.")] = None,
+    queue: Annotated[str | None, PodOpt(help="Kueue LocalQueue name.")] = None,
+    det_model_name: Annotated[str | None, OcrOpt(help="Detection model name (with the three others).")] = None,
+    det_model_dir: Annotated[str | None, OcrOpt(help="Detection model dir in the image or s3:// prefix.")] = None,
+    rec_model_name: Annotated[str | None, OcrOpt(help="Recognition model name.")] = None,
+    rec_model_dir: Annotated[str | None, OcrOpt(help="Recognition model dir or s3:// prefix.")] = None,
+    page_batch_size: Annotated[int | None, OcrOpt(help="Pages per predictor call.")] = None,
+    rec_batch_size: Annotated[int | None, OcrOpt(help="Text lines per recognition batch.")] = None,
+    det_limit_side_len: Annotated[int | None, OcrOpt(help="Longest side fed to detection.")] = None,
+    max_pixels: Annotated[int | None, OcrOpt(help="Per-page pixel limit.")] = None,
+    max_pages: Annotated[int | None, OcrOpt(help="Per-document page limit.")] = None,
+    max_item_bytes: Annotated[int | None, OcrOpt(help="Per-document size limit (bytes).")] = None,
+    pdf_dpi: Annotated[int | None, OcrOpt(help="PDF rendering resolution.")] = None,
+    retries: Annotated[int | None, PodOpt(help="Counted retries per shard.")] = None,
+    backoff: Annotated[str | None, PodOpt(help="First retry delay, e.g. 30s.")] = None,
+    stall_timeout: Annotated[str | None, PodOpt(help="Kill a shard without progress for this long.")] = None,
+    shard_deadline: Annotated[str | None, PodOpt(help="Most time one shard pod may run.")] = None,
+    ttl: Annotated[str | None, PodOpt(help="Delete the job this long after it finished.")] = None,
+    suspend: Annotated[bool, JobOpt("--suspend", help="Create it suspended (plan only).")] = False,
+    pod_cleanup_policy: Annotated[str | None, PodOpt(help="DeleteSucceeded, Delete or Keep.")] = None,
+    label: Annotated[list[str] | None, JobOpt("--label", "-l", help="KEY=VALUE job label (repeatable).")] = None,
+    annotation: Annotated[list[str] | None, JobOpt(help="KEY=VALUE job annotation (repeatable).")] = None,
+    set_: Annotated[list[str] | None, JobOpt("--set", help="Any spec field as PATH=YAML, e.g. "
                                                    "tolerations='[{operator: Exists}]' (repeatable).")] = None,
-    check_secret: Annotated[bool, typer.Option("--check-secret/--no-check-secret", help="Check that the "
+    check_secret: Annotated[bool, JobOpt("--check-secret/--no-check-secret", help="Check that the "
                                                "credentials Secret exists with its keys first.")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Let the apiserver validate it, print it, create "
+    dry_run: Annotated[bool, JobOpt("--dry-run", help="Let the apiserver validate it, print it, create "
                                           "nothing.")] = False,
     wait: Wait = False,
     timeout: Timeout = DEFAULT_TIMEOUT,

@@ -30,7 +30,8 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.ERROR: "unexpected error (a bug: please report it with the traceback)",
     ExitCode.USAGE: "usage error: bad flags or values, unreadable -f file",
     ExitCode.FAILED: "the job failed (phase Failed); the message says which shard and why",
-    ExitCode.TIMEOUT: "--timeout passed before the job finished (it keeps running unless --cancel-on-timeout)",
+    ExitCode.TIMEOUT: "--timeout passed before the job finished (it keeps running unless --cancel-on-timeout); "
+                      "`cancel`: the job was not gone in time",
     ExitCode.REJECTED: "rejected: invalid spec (the apiserver's message is shown), name taken, "
                        "missing credentials Secret, or the job is not in a state for this command",
     ExitCode.CLUSTER: "cannot use the cluster: no kubeconfig, unreachable, credentials refused, forbidden, "
