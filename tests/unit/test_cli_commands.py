@@ -13,8 +13,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from inference_pod import exit_codes as loader_codes
-from ocrjob_operator.cli import _pick_pods, _split_timestamp, register
-from ocrjob_operator.cli_exit import DESCRIPTIONS, ExitCode, markdown_table
+from ocrjob_operator.cli import _check_secret, _pick_pods, _split_timestamp, register
+from ocrjob_operator.cli_exit import DESCRIPTIONS, CliError, ExitCode, markdown_table
 from ocrjob_operator.cli_render import human_duration, list_table, results_view, status_view
 
 COMMANDS = ("submit", "status", "list", "logs", "cancel", "suspend", "resume", "results", "retry")
@@ -164,3 +164,33 @@ def test_results_view_lists_failed_items_up_to_the_limit() -> None:
                      "ocrjob retry scans"):
         assert expected in text, expected
     assert "bad-2.png" not in text
+
+
+class SecretApi:
+    namespace = "team"
+
+    def __init__(self, keys: set[str] | CliError | None) -> None:
+        self.keys = keys
+
+    def secret_keys(self, name: str) -> set[str] | None:
+        if isinstance(self.keys, CliError):
+            raise self.keys
+        return self.keys
+
+
+def test_the_credentials_secret_is_checked_before_the_job_exists() -> None:
+    spec = {"s3": {"credentialsSecret": {"name": "s3", "sessionTokenKey": "TOKEN"}}}
+    _check_secret(SecretApi({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TOKEN"}), spec)  # type: ignore[arg-type]
+    _check_secret(SecretApi(None), {})  # type: ignore[arg-type]  # no Secret named: ambient credentials
+    with pytest.raises(CliError) as err:
+        _check_secret(SecretApi(None), spec)  # type: ignore[arg-type]
+    assert err.value.code is ExitCode.REJECTED
+    assert "Secret team/s3 (spec.s3.credentialsSecret.name) does not exist" in err.value.message
+    assert "--from-literal=TOKEN=..." in err.value.message
+    with pytest.raises(CliError) as err:
+        _check_secret(SecretApi({"AWS_ACCESS_KEY_ID", "other"}), spec)  # type: ignore[arg-type]
+    assert "lacks key(s) AWS_SECRET_ACCESS_KEY, TOKEN (it has: AWS_ACCESS_KEY_ID, other)" in err.value.message
+    forbidden = CliError(ExitCode.CLUSTER, "reading Secret team/s3: forbidden: User cannot get secrets")
+    _check_secret(SecretApi(forbidden), spec)  # type: ignore[arg-type]  # cannot check: submit anyway
+    with pytest.raises(CliError):
+        _check_secret(SecretApi(CliError(ExitCode.CLUSTER, "cannot reach", transient=True)), spec)  # type: ignore[arg-type]
