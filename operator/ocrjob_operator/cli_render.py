@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .cli_spec import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF
 from .cli_wait import event_order, format_event
 
 PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Suspended": "yellow",
@@ -94,6 +95,10 @@ def status_view(job: dict[str, Any], events: list[dict[str, Any]], now: dt.datet
                             else ""))),
         ("Output", escape((spec.get("output") or {}).get("uri") or "")),
     ]
+    retry_of = (meta.get("annotations") or {}).get(ANNOTATION_RETRY_OF)
+    if retry_of:
+        rows.append(("Retry of", f"{retry_of} ({(meta.get('annotations') or {}).get(ANNOTATION_RETRY_ITEMS, '?')} "
+                                 "documents)"))
     if "total" in items:
         rows += [
             ("Items", f"{items.get('done', 0)}/{items.get('total', 0)} done: {items.get('ok', 0)} ok, "

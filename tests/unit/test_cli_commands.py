@@ -135,8 +135,10 @@ def text_of(renderable: Any) -> str:
 def test_status_view() -> None:
     events = [{"reason": "ShardFailed", "message": "shard 1 failed for good", "type": "Warning",
                "lastTimestamp": "2026-01-01T11:30:00Z"}]
-    text = text_of(status_view(JOB, events, NOW))
-    for expected in ("team/scans", "Failed", "s3://bkt/in (manifest s3://bkt/keys.json)",
+    retry = {**JOB, "metadata": {**JOB["metadata"], "annotations": {"ocrjob.dev/retry-of": "team/first",
+                                                                    "ocrjob.dev/retry-items": "2"}}}
+    text = text_of(status_view(retry, events, NOW))
+    for expected in ("team/scans", "Failed", "Retry of  team/first (2 documents)", "s3://bkt/in (manifest s3://bkt/keys.json)",
                      "7/10 done: 6 ok, 1 failed, 0 skipped", "1/2 succeeded, 0 running, 0 pending, 1 failed",
                      "3 counted, 1 after disruptions", "(30m)", "InvalidInput", "not valid JSON [1]",
                      "ShardsFailed", "11:30:00 Warning ShardFailed: shard 1 failed for good"):
