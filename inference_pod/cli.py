@@ -84,6 +84,8 @@ def _loader_config(manifest: str, device: str, **kw: object):
 
 
 def _logging(verbose: bool) -> None:
+    if verbose:
+        os.environ["OCRJOB_LOG_LEVEL"] = "DEBUG"  # for the spawned workers too
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

@@ -36,7 +36,7 @@ def build_job_summary(plan: dict, shard_summaries: dict[int, dict | None], extra
     for entry in plan["shards"]:
         summary = shard_summaries.get(entry["index"])
         items = (summary or {}).get("items") or {}
-        for name in ("ok", "failed", "skipped", "pages"):
+        for name in ("ok", "failed", "skipped", "failed_earlier", "pages"):
             totals[name] += items.get(name, 0)
         codes.update((summary or {}).get("error_codes", {}))
         failed_items.extend((summary or {}).get("errors", []))
@@ -61,7 +61,8 @@ def build_job_summary(plan: dict, shard_summaries: dict[int, dict | None], extra
         "created": utc_now(),
         "items": {
             "total": plan["item_count"], "ok": totals["ok"], "failed": totals["failed"],
-            "skipped": totals["skipped"], "pending": plan["item_count"] - done, "pages": totals["pages"],
+            "skipped": totals["skipped"], "failed_earlier": totals["failed_earlier"],
+            "pending": plan["item_count"] - done, "pages": totals["pages"],
         },
         "skipped_at_planning": plan.get("skipped", {}),
         "error_codes": dict(codes),
@@ -72,15 +73,23 @@ def build_job_summary(plan: dict, shard_summaries: dict[int, dict | None], extra
 
 
 def build_index(dest: Storage, plan: dict) -> dict:
-    """Every planned input with its result object key, read back from the shard manifests."""
-    entries = []
+    """Every planned input with its result object key, read back from the shard manifests. A manifest that
+    cannot be read is named in `unreadable_manifests` instead of failing the whole index."""
+    entries, unreadable = [], []
     for shard in plan["shards"]:
-        manifest = json.loads(dest.get(shard["manifest"]))
+        try:
+            items = json.loads(dest.get(shard["manifest"]))["items"]
+        except (ObjectNotFound, ValueError, KeyError, TypeError) as exc:
+            unreadable.append({"shard": shard["index"], "manifest": shard["manifest"], "error": f"{exc}"})
+            continue
         entries.extend(
             {"source": item["key"], "result": layout.result_key(item["key"]), "shard": shard["index"]}
-            for item in manifest["items"]
+            for item in items
         )
-    return {"schema": INDEX_SCHEMA, "job_id": plan["job_id"], "output": plan["output"], "results": entries}
+    return {
+        "schema": INDEX_SCHEMA, "job_id": plan["job_id"], "output": plan["output"], "results": entries,
+        "unreadable_manifests": unreadable,
+    }
 
 
 def write_job_summary(dest: Storage, job_id: str, extra: dict | None = None) -> dict:
@@ -88,6 +97,6 @@ def write_job_summary(dest: Storage, job_id: str, extra: dict | None = None) -> 
     if plan is None:
         raise ObjectNotFound(f"job {job_id} has no plan in {dest.uri}")
     summary = build_job_summary(plan, read_shard_summaries(dest, job_id, plan["shard_count"]), extra)
-    dest.put(layout.job_index_key(job_id), json.dumps(build_index(dest, plan)).encode())
     dest.put(layout.job_summary_key(job_id), json.dumps(summary, indent=1).encode())
+    dest.put(layout.job_index_key(job_id), json.dumps(build_index(dest, plan)).encode())
     return summary

@@ -2,13 +2,16 @@
 
 Every queue is bounded and every wait has a timeout, so a stop request or a failure anywhere is noticed
 within a fraction of a second. Only the inference thread constructs and calls the predictor; fetch and
-upload threads never touch Paddle. All result records flow through the inference thread, which sends
-the upload threads their end-of-work marker only after its last record, so nothing is lost at the end.
+upload threads never touch Paddle. Error records (a bad file) go from the fetch threads straight to the
+uploads; OCR results come from the inference thread, which sends the uploads their end-of-work marker
+only after the last fetch thread has ended and its own last result is queued, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -32,7 +35,8 @@ _END = object()
 
 @dataclass
 class ItemState:
-    """An item between decode and upload; touched only by the inference thread after its first page."""
+    """An item between decode and upload. Its fetch thread sets `error` (then no more pages come); the
+    inference thread fills `pages` and finishes it when all are there."""
 
     item: Item
     kind: str
@@ -126,9 +130,23 @@ class Pipeline:
             if last:
                 self._put(self.pages_q, _END)
 
+    def _previous_result(self, item: Item) -> dict | None:
+        """The result an earlier attempt wrote, if any (read, not just checked: its errors must be kept)."""
+        try:
+            record = json.loads(self.dest.get(layout.result_key(item.key)))
+        except ObjectNotFound:
+            return None
+        except ValueError:  # not a result of ours: process the item again and overwrite it
+            return None
+        return record if isinstance(record, dict) and record.get("status") in ("ok", "error") else None
+
     def _fetch_one(self, item: Item) -> None:
-        if self.dest.exists(layout.result_key(item.key)):
-            self._emit({"kind": "item", "key": item.key, "status": "skipped"})
+        log.debug("%s: fetching", item.key)
+        previous = self._previous_result(item)
+        if previous is not None:
+            error = previous.get("error") or {}
+            self._emit({"kind": "item", "key": item.key, "status": "skipped", "previous": previous["status"],
+                        "code": error.get("code"), "message": error.get("message")})
             return
         started = time.perf_counter()
         state = ItemState(item, "", 0, {})
@@ -155,7 +173,12 @@ class Pipeline:
                 if not self._put(self.pages_q, (state, number, page)):
                     return  # stopping: the item stays without a result and a rerun resumes it
         except ItemError as exc:
-            self._put(self.pages_q, (state, "error", exc))
+            # Straight to the uploads: an error record needs no predictor and must not queue behind pages.
+            # (The inference thread ends the uploads only after the last fetcher has ended, so it is kept.)
+            log.debug("%s: %s", item.key, exc.code)
+            state.error, state.finished = exc, True
+            record = results.error_record(item, self.manifest["input"], exc.code, exc.message, self.context)
+            self._put(self.upload_q, (item, record, {"status": "failed", "code": exc.code, "message": exc.message}))
 
     def _infer(self) -> None:
         from .ocr_engine import OcrEngine  # imported here: Paddle loads only after the device is pinned
@@ -181,13 +204,8 @@ class Pipeline:
                 entry = None
             if entry is _END:
                 ended = True
-            elif entry is not None:
-                state, what, payload = entry
-                if what == "error":
-                    state.error = payload
-                    self._finish(state)
-                elif state.error is None:
-                    batch.append(entry)
+            elif entry is not None and entry[0].error is None:  # pages of a document that failed later: dropped
+                batch.append(entry)
             if batch and (len(batch) >= self.config.page_batch_size or entry is None or ended):
                 self._predict(engine, batch)
                 batch = []
@@ -208,14 +226,9 @@ class Pipeline:
         if state.finished:
             return
         state.finished = True
-        input_uri = self.manifest["input"]
-        if state.error is not None:
-            record = results.error_record(state.item, input_uri, state.error.code, state.error.message, self.context)
-            outcome = {"status": "failed", "code": state.error.code, "message": state.error.message}
-        else:
-            pages = [state.pages[n] for n in range(state.page_count)]
-            record = results.ok_record(state.item, input_uri, pages, self.context, state.timing, state.kind)
-            outcome = {"status": "ok", "pages": state.page_count}
+        pages = [state.pages[n] for n in range(state.page_count)]
+        record = results.ok_record(state.item, self.manifest["input"], pages, self.context, state.timing, state.kind)
+        outcome = {"status": "ok", "pages": state.page_count}
         self._put(self.upload_q, (state.item, record, outcome), until_abort_only=True)
 
     def _upload(self) -> None:
@@ -228,6 +241,7 @@ class Pipeline:
                 return
             item, record, outcome = entry
             self.dest.put(layout.result_key(item.key), results.encode(record))
+            log.debug("%s: result written (%s)", item.key, outcome["status"])
             self._emit({"kind": "item", "key": item.key, **outcome})
 
     def run(self) -> None:
@@ -254,7 +268,8 @@ def worker_main(
     worker: int, config: LoaderConfig, manifest: dict, models: ModelSpec, work_q: Any, out_q: Any, stop: Any,
 ) -> None:
     """Entry point of a spawned worker process. Pins the device before anything imports Paddle."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{worker} %(levelname)s %(message)s")
+    level = os.environ.get("OCRJOB_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format=f"%(asctime)s worker-{worker} %(levelname)s %(name)s %(message)s")
     # Ctrl-C reaches the whole process group: the coordinator decides how to stop, not the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

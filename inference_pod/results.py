@@ -96,7 +96,8 @@ class ShardTally:
     total: int
     ok: int = 0
     failed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # results written by an earlier attempt or run; `failed_earlier` of them are errors
+    failed_earlier: int = 0
     pages: int = 0
     errors: list[dict] = field(default_factory=list)
     error_codes: Counter = field(default_factory=Counter)
@@ -112,16 +113,24 @@ class ShardTally:
             self.pages += outcome.get("pages", 0)
         elif status == "skipped":
             self.skipped += 1
+            if outcome.get("previous") == "error":  # keep earlier errors: `ocrjob retry` needs all of them
+                self.failed_earlier += 1
+                self._error(outcome, earlier=True)
         else:
             self.failed += 1
-            self.error_codes[outcome["code"]] += 1
-            if len(self.errors) < ERRORS_KEPT:
-                self.errors.append({"key": outcome["key"], "code": outcome["code"], "message": outcome["message"]})
+            self._error(outcome)
+
+    def _error(self, outcome: dict, earlier: bool = False) -> None:
+        code = outcome.get("code") or "unknown"
+        self.error_codes[code] += 1
+        if len(self.errors) < ERRORS_KEPT:
+            entry = {"key": outcome["key"], "code": code, "message": outcome.get("message") or ""}
+            self.errors.append({**entry, "earlier": True} if earlier else entry)
 
     def counts(self) -> dict:
         return {
             "total": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped,
-            "pending": self.total - self.done, "pages": self.pages,
+            "failed_earlier": self.failed_earlier, "pending": self.total - self.done, "pages": self.pages,
         }
 
 

@@ -19,9 +19,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from inference_pod import layout
-from inference_pod.jobsummary import build_job_summary, read_shard_summaries, write_job_summary
+from inference_pod.jobsummary import write_job_summary
 from inference_pod.planner import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
-from inference_pod.storage import ObjectNotFound, StorageError
+from inference_pod.storage import StorageError
 
 from . import metrics
 from .classify import Category, PodOutcome, classify_pod, parse_time
@@ -465,17 +465,8 @@ class JobFatal(Exception):
 
 
 def _write_summary(storage: JobStorage, uid: str, extra: dict[str, Any]) -> None:
-    """summary.json + index.json; when the index cannot be built (a shard manifest is unreadable), still
-    the summary, saying why the index is missing."""
-    try:
-        write_job_summary(storage.dest, uid, extra)
-    except (ValueError, KeyError, ObjectNotFound) as exc:
-        plan = load_plan(storage.dest, uid)
-        if plan is None:
-            raise
-        summary = build_job_summary(plan, read_shard_summaries(storage.dest, uid, plan["shard_count"]),
-                                    {**extra, "index_error": f"index.json not written: {type(exc).__name__}: {exc}"})
-        storage.dest.put(layout.job_summary_key(uid), json.dumps(summary, indent=1).encode())
+    """summary.json + index.json (an unreadable shard manifest is named in the index, not fatal)."""
+    write_job_summary(storage.dest, uid, extra)
 
 
 def _generation(job: dict[str, Any]) -> int:

@@ -113,6 +113,7 @@ def test_shard_recognises_words_and_turns_bad_files_into_error_records(tmp_path,
 def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     generate_corpus(src, 10, seed=9)
+    (src / "aaa-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # sorted first: done before the stop
     plan_local(src, out, "job-resume")
     manifest = str(out / layout.shard_manifest_key("job-resume", 0))
     termination = tmp_path / "term"
@@ -142,11 +143,15 @@ def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models)
     for path in out.glob("doc-*.json"):
         assert json.loads(path.read_text())["status"] == "ok"  # nothing half-written
     assert not list(out.rglob(".ocrjob-tmp-*"))
+    assert json.loads((out / "aaa-broken.png.json").read_text())["error"]["code"] == "corrupt"
     code, summary = run_shard(make_config(ocr_models, manifest))
     assert code == exit_codes.SUCCEEDED
-    assert summary["items"]["skipped"] == len(done_first)
+    assert summary["items"]["skipped"] == len(done_first) + 1
     assert summary["items"]["ok"] == 10 - len(done_first)
     assert len(list(out.glob("doc-*.json"))) == 10
+    # The error found by the interrupted attempt is still reported (what `ocrjob retry` works from).
+    assert summary["items"]["failed_earlier"] == 1
+    assert [(e["key"], e["code"], e.get("earlier")) for e in summary["errors"]] == [("aaa-broken.png", "corrupt", True)]
 
 
 def test_two_workers_per_device_are_spawned_while_the_parent_has_paddle_imported(tmp_path, ocr_models) -> None:

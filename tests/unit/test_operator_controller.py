@@ -409,7 +409,10 @@ def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None
     status = kube.job["status"]
     assert status["phase"] == "Failed" and status["summaryLocation"]
     summary = json.loads(storage.dest.get(layout.job_summary_key(UID)))
-    assert summary["status"] == "failed" and "index.json not written" in summary["index_error"]
+    assert summary["status"] == "failed"
+    index = json.loads(storage.dest.get(layout.job_index_key(UID)))
+    assert [entry["shard"] for entry in index["unreadable_manifests"]] == [1]
+    assert index["results"] and {entry["shard"] for entry in index["results"]} == {0}
     assert summary["failed_shards"][0]["reason"] == "InvalidInput"
 
 

@@ -43,7 +43,9 @@ def test_job_summary_merges_shards_and_counts_missing_as_pending() -> None:
     }
     summary = build_job_summary(plan, {0: shard0, 1: None})
     assert summary["status"] == "incomplete"
-    assert summary["items"] == {"total": 5, "ok": 2, "failed": 1, "skipped": 0, "pending": 2, "pages": 4}
+    assert summary["items"] == {
+        "total": 5, "ok": 2, "failed": 1, "skipped": 0, "failed_earlier": 0, "pending": 2, "pages": 4
+    }
     assert summary["failed_items"] == [{"key": "x.png", "code": "corrupt", "message": "m"}]
     assert [s["status"] for s in summary["shards"]] == ["succeeded", "pending"]
 
@@ -56,3 +58,17 @@ def test_boxes_on_one_visual_line_become_one_text_row() -> None:
     lines = [box("Amount", 200, 102), box("Total", 50, 100), box("Invoice", 50, 40), box("4821", 300, 98)]
     assert results.reading_order_text(lines) == "Invoice\nTotal Amount 4821"
     assert results.reading_order_text([]) == ""
+
+
+def test_errors_written_by_an_earlier_attempt_stay_in_the_summary() -> None:
+    tally = results.ShardTally(total=3)
+    tally.add({"status": "skipped", "key": "a.png", "previous": "ok"})
+    tally.add({"status": "skipped", "key": "b.png", "previous": "error", "code": "corrupt", "message": "bad"})
+    tally.add({"status": "failed", "key": "c.png", "code": "empty", "message": "0 bytes"})
+    assert tally.counts() == {
+        "total": 3, "ok": 0, "failed": 1, "skipped": 2, "failed_earlier": 1, "pending": 0, "pages": 0
+    }
+    assert tally.errors == [
+        {"key": "b.png", "code": "corrupt", "message": "bad", "earlier": True},
+        {"key": "c.png", "code": "empty", "message": "0 bytes"},
+    ]
