@@ -26,7 +26,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-PAGE = (800, 450)  # pixels: a small document page keeps 100+ images within minutes on a CPU
+PAGE = (640, 360)  # pixels: a small document page keeps 100+ images within minutes on a CPU
 
 
 # -- measurements (each runs in a child process: `run.py --measure KIND`) --------------------------------
