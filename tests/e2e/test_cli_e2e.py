@@ -24,14 +24,8 @@ from inference_pod import layout
 from inference_pod.samples import generate_corpus
 from ocrjob_operator.cli_exit import ExitCode
 from ocrjob_operator.cli_spec import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
-from tests.e2e import test_operator_e2e as operator_e2e
+from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import REPO, Jobs, upload_dir
-from tests.e2e.test_operator_e2e import Env
-
-# The operator e2e module's fixtures, shared: the CRD/RBAC installed, the operator's kubeconfig, the bundled
-# models for the pods, and `env` (a namespace with the S3 Secret and a running operator).
-installed, op_kubeconfig, models_env, env = (operator_e2e.installed, operator_e2e.op_kubeconfig,
-                                             operator_e2e.models_env, operator_e2e.env)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]
 OCRJOB = str(Path(sys.executable).with_name("ocrjob"))  # the console script, as installed

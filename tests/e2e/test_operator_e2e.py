@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,112 +17,23 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from inference_pod import layout
-from inference_pod.samples import generate_corpus
 from ocrjob_operator.constants import GROUP, PLURAL, VERSION
+from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import (
     REPO,
     Jobs,
-    OperatorProcess,
-    PodRecorder,
-    install,
     kubectl,
     ocrjob,
-    operator_kubeconfig,
-    upload_dir,
 )
 from tests.support.controlplane import venv_tool
-from tests.support.procs import tail, wait_until
+from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
-SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
 OPERATOR_SA = "system:serviceaccount:ocrjob-system:ocrjob-operator"
 
 
 def words_of(record: dict[str, Any]) -> set[str]:
     return {word for page in record["pages"] for line in page["lines"] for word in line["text"].split()}
-
-
-@pytest.fixture(scope="module")
-def installed(cluster: Any) -> Path:
-    install(cluster.kubeconfig)
-    return cluster.kubeconfig
-
-
-@pytest.fixture(scope="module")
-def op_kubeconfig(installed: Path, k8s_api: kubernetes.client.ApiClient,
-                  tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return operator_kubeconfig(k8s_api, installed, tmp_path_factory.mktemp("operator") / "kubeconfig")
-
-
-@pytest.fixture(scope="module")
-def models_env(ocr_models: Any) -> Iterator[None]:
-    """Shard pods without spec.models use the image's bundled models: here OCRJOB_MODELS_DIR, which the
-    process node passes through to every pod process."""
-    old = os.environ.get("OCRJOB_MODELS_DIR")
-    os.environ["OCRJOB_MODELS_DIR"] = str(Path(ocr_models.det_dir).parent)
-    yield
-    if old is None:
-        os.environ.pop("OCRJOB_MODELS_DIR", None)
-    else:
-        os.environ["OCRJOB_MODELS_DIR"] = old
-
-
-@dataclass
-class Env:
-    cluster: Any
-    namespace: str
-    jobs: Jobs
-    operator: OperatorProcess
-    pods: PodRecorder
-    s3: Any
-    bucket: str
-    endpoint: str
-    admin_kubeconfig: Path
-    tmp: Path
-
-    def job(self, name: str, **spec: Any) -> dict[str, Any]:
-        return ocrjob(name, self.namespace, self.bucket, self.endpoint, **spec)
-
-    def upload(self, count: int, seed: int, prefix: str = "in") -> dict[str, list[str]]:
-        folder = self.tmp / f"docs-{prefix}-{seed}"
-        corpus = generate_corpus(folder, count, seed=seed, size=SMALL_PAGE)
-        upload_dir(self.s3, self.bucket, prefix, folder)
-        return corpus
-
-    def result(self, key: str) -> dict[str, Any]:
-        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-
-    def put(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def running_pods(self, job: str) -> list[str]:
-        return [p.metadata.name for p in self.jobs.pods(job) if p.status.phase == "Running"
-                and any(c.state.running for c in p.status.container_statuses or [])]
-
-
-@pytest.fixture
-def env(cluster: Any, k8s_api: kubernetes.client.ApiClient, namespace: str, s3_server: Any, s3_bucket: str,
-        op_kubeconfig: Path, models_env: None, tmp_path: Path) -> Iterator[Env]:
-    jobs = Jobs(k8s_api, namespace)
-    jobs.create_secret(s3_server.access_key, s3_server.secret_key)
-    operator = OperatorProcess(op_kubeconfig, namespace, tmp_path)
-    pods = PodRecorder(cluster.api_client, namespace).start()
-    try:
-        operator.start()
-        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, s3_server.endpoint,
-                  cluster.kubeconfig, tmp_path)
-    finally:
-        # Remove the jobs while the operator still runs (it owns their finalizer), then stop it.
-        try:
-            for job in jobs.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
-                jobs.delete(job["metadata"]["name"])
-            if operator.running():
-                wait_until(lambda: not jobs.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL)["items"], timeout=60, what="OcrJobs to be deleted")
-        finally:
-            operator.stop()
-            pods.stop()
-            print(f"--- operator log ({operator.log}) ---\n{tail(operator.log, 150)}")
 
 
 def wait_phase(env: Env, name: str, phase: str, timeout: float) -> dict[str, Any]:
