@@ -39,11 +39,9 @@ class ShardError(Exception):
 
 
 def read_manifest(uri: str, config: LoaderConfig) -> dict:
-    location = parse_location(uri)
-    parent, _, name = location.path.rpartition("/")
-    root = f"s3://{location.bucket}/{parent}" if location.scheme == "s3" else (parent or "/")
+    parent, name = parse_location(uri).split()
     try:
-        document = json.loads(open_storage(root, config.s3).get(name))
+        document = json.loads(open_storage(parent.uri, config.s3).get(name))
     except ObjectNotFound as exc:
         raise ShardError(exit_codes.INPUT_ERROR, f"shard manifest {uri} does not exist: {exc}") from exc
     except json.JSONDecodeError as exc:

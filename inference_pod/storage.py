@@ -92,6 +92,14 @@ class Location:
             return Location("s3", self.bucket, f"{self.path.rstrip('/')}/{rel}".lstrip("/"))
         return Location("file", "", str(Path(self.path) / rel))
 
+    def split(self) -> tuple[Location, str]:
+        """An object's location → (its parent location, its name)."""
+        if self.scheme == "s3":
+            parent, _, name = self.path.rpartition("/")
+            return Location("s3", self.bucket, parent), name
+        path = Path(self.path)
+        return Location("file", "", str(path.parent)), path.name
+
     def contains(self, other: Location) -> bool:
         """True when `other` is this location or lies below it (used to keep outputs out of inputs)."""
         if self.scheme != other.scheme or self.bucket != other.bucket:
@@ -300,18 +308,36 @@ class S3Storage:
             raise _explain(exc, f"downloading s3://{self.bucket}/{self._key(key)}") from exc
 
 
-def make_s3_client(settings: S3Settings):
+@dataclass(frozen=True)
+class ClientLimits:
+    """botocore's retry and timeout bounds for one kind of caller."""
+
+    max_attempts: int = 8  # bounded retries with backoff, by botocore
+    retry_mode: str = "adaptive"
+    read_timeout: int = 60
+    max_pool_connections: int = 32
+
+
+def make_s3_client(
+    settings: S3Settings,
+    limits: ClientLimits = ClientLimits(),
+    credentials: tuple[str, str, str | None] | None = None,
+):
+    """An S3 client for `settings`. `credentials` (key id, secret, session token) override the standard
+    chain, e.g. the operator acting with a job's own Secret."""
     import boto3
     from botocore.config import Config
 
     config = Config(
         s3={"addressing_style": "path" if settings.path_style else "auto"},
-        retries={"max_attempts": 8, "mode": "adaptive"},  # bounded retries with backoff, by botocore
+        retries={"max_attempts": limits.max_attempts, "mode": limits.retry_mode},
         connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=60,
-        max_pool_connections=32,
+        read_timeout=limits.read_timeout,
+        max_pool_connections=limits.max_pool_connections,
     )
-    client = boto3.session.Session().client(
+    key_id, secret, token = credentials or (None, None, None)
+    session = boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, aws_session_token=token)
+    client = session.client(
         "s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1", config=config
     )
     client.meta.events.register_first("needs-retry.s3", _limit_connect_retries)

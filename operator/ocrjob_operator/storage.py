@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference_pod import layout
-from inference_pod.storage import ObjectNotFound, S3Settings, S3Storage, Storage, StorageError, parse_location
+from inference_pod.storage import (
+    ClientLimits,
+    ObjectNotFound,
+    S3Settings,
+    S3Storage,
+    Storage,
+    StorageError,
+    make_s3_client,
+    parse_location,
+)
 
 from .kube import Kube
 from .spec import JobSpec
@@ -39,24 +48,8 @@ class Credentials:
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _client(settings: S3Settings, credentials: Credentials | None) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        s3={"addressing_style": "path" if settings.path_style else "auto"},
-        retries={"max_attempts": 3, "mode": "standard"},  # bounded: the reconcile loop retries anyway
-        connect_timeout=5,
-        read_timeout=30,
-        max_pool_connections=16,
-    )
-    session = boto3.session.Session(
-        aws_access_key_id=credentials.access_key_id if credentials else None,
-        aws_secret_access_key=credentials.secret_access_key if credentials else None,
-        aws_session_token=credentials.session_token if credentials else None,
-    )
-    return session.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1",
-                          config=config)
+# Bounded tighter than the loader's: the reconcile loop retries anyway.
+OPERATOR_LIMITS = ClientLimits(max_attempts=3, retry_mode="standard", read_timeout=30, max_pool_connections=16)
 
 
 class JobStorage:
@@ -74,9 +67,8 @@ class JobStorage:
         return S3Storage(loc.bucket, loc.path, self.settings, client=self._client)
 
     def read_object(self, uri: str) -> bytes:
-        loc = parse_location(uri)
-        parent, _, name = loc.path.rpartition("/")
-        return S3Storage(loc.bucket, parent, self.settings, client=self._client).get(name)
+        parent, name = parse_location(uri).split()
+        return S3Storage(parent.bucket, parent.path, self.settings, client=self._client).get(name)
 
     def uri(self, key: str) -> str:
         return f"{self.dest.uri.rstrip('/')}/{key}"
@@ -138,7 +130,10 @@ class StorageFactory:
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            client = _client(settings, creds)
+            client = make_s3_client(
+                settings, OPERATOR_LIMITS,
+                (creds.access_key_id, creds.secret_access_key, creds.session_token) if creds else None,
+            )
             with self._lock:
                 self._clients[key] = client
         return JobStorage(spec, client, settings)

@@ -166,3 +166,16 @@ def test_s3_settings_from_env() -> None:
 def test_s3_settings_default_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCRJOB_S3_ENDPOINT", "http://from-environ:1")
     assert S3Settings.from_env().endpoint_url == os.environ["OCRJOB_S3_ENDPOINT"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "parent", "name"),
+    [
+        ("s3://b/out/_ocrjob/j/shards/00001.json", "s3://b/out/_ocrjob/j/shards", "00001.json"),
+        ("s3://b/top.json", "s3://b", "top.json"),
+        ("/data/out/plan.json", "/data/out", "plan.json"),
+    ],
+)
+def test_split_gives_parent_location_and_name(uri: str, parent: str, name: str) -> None:
+    got_parent, got_name = parse_location(uri).split()
+    assert (got_parent.uri, got_name) == (parent, name)
