@@ -225,7 +225,10 @@ class Jobs:
 
     def events(self, name: str) -> list[tuple[str, str]]:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
-        return [(e.reason, e.message) for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
+        # In the order they were written: creationTimestamp has 1-second resolution and ties come back in name
+        # order; the resourceVersion (etcd's revision here) orders every write. The operator never updates
+        # an event, so it is the creation order.
+        return [(e.reason, e.message) for e in sorted(items, key=lambda e: int(e.metadata.resource_version))]
 
     def pods(self, name: str) -> list[Any]:
         return self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL_JOB}={name}").items
