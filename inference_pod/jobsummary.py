@@ -10,7 +10,7 @@ from collections import Counter
 
 from . import layout
 from .planner import load_plan
-from .results import utc_now
+from .results import utc_iso
 from .storage import ObjectNotFound, Storage
 
 JOB_SUMMARY_SCHEMA = "ocrjob.job-summary/v1"
@@ -58,7 +58,7 @@ def build_job_summary(plan: dict, shard_summaries: dict[int, dict | None], extra
         "input": plan["input"],
         "output": plan["output"],
         "status": status,
-        "created": utc_now(),
+        "created": utc_iso(),
         "items": {
             "total": plan["item_count"], "ok": totals["ok"], "failed": totals["failed"],
             "skipped": totals["skipped"], "failed_earlier": totals["failed_earlier"],

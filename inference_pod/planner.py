@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
 from . import layout
+from .results import utc_iso
 from .storage import Location, ObjectInfo, ObjectNotFound, Storage, parse_location
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
@@ -169,7 +170,7 @@ def plan_document(
         "job_id": job_id,
         "input": input_uri,
         "output": output_uri,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_iso(),
         "planning_seconds": round(seconds, 3),
         "shard_count": len(shards),
         "item_count": sum(len(shard.items) for shard in shards),

@@ -7,8 +7,10 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .planner import Item
+if TYPE_CHECKING:  # type hints only: the planner imports this module for its timestamps
+    from .planner import Item
 
 RESULT_SCHEMA = "ocrjob.result/v1"
 PROGRESS_SCHEMA = "ocrjob.progress/v1"
@@ -17,8 +19,9 @@ TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 ERRORS_KEPT = 100_000  # per shard summary: enough for `ocrjob retry`; the termination message is cut to 4 KiB
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def utc_iso(epoch: float | None = None) -> str:
+    """RFC 3339 UTC with second precision, the one timestamp format of every record and status."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def source_record(item: Item, input_uri: str) -> dict:
@@ -38,7 +41,7 @@ def ok_record(
         "pages": pages,
         **context,
         "timing": {k: round(v, 4) for k, v in timing.items()},
-        "created": utc_now(),
+        "created": utc_iso(),
         "error": None,
     }
 
@@ -52,7 +55,7 @@ def error_record(item: Item, input_uri: str, code: str, message: str, context: d
         "text": "",
         "pages": [],
         **context,
-        "created": utc_now(),
+        "created": utc_iso(),
         "error": {"code": code, "message": message},
     }
 
@@ -138,7 +141,7 @@ def progress_record(job_id: str, shard: int, state: str, tally: ShardTally, star
     now = time.time()
     return {
         "schema": PROGRESS_SCHEMA, "job_id": job_id, "shard_index": shard, "state": state,
-        "items": tally.counts(), "started_at": started, "updated_at": now, "updated": utc_now(),
+        "items": tally.counts(), "started_at": started, "updated_at": now, "updated": utc_iso(),
         "host": socket.gethostname(), **extra,
     }
 
@@ -153,8 +156,8 @@ def shard_summary(
         "exit_code": exit_code, "message": message, "items": tally.counts(),
         "error_codes": dict(tally.error_codes), "errors": tally.errors,
         "errors_truncated": max(0, tally.failed - len(tally.errors)),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "started": utc_iso(started),
+        "finished": utc_iso(finished),
         "seconds": round(seconds, 3),
         "throughput": {
             "items_per_second": round((tally.ok + tally.failed) / seconds, 4),

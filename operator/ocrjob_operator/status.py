@@ -7,9 +7,10 @@ Condition transition times are kept from the previous status while a condition's
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+
+from inference_pod.results import utc_iso
 
 from .classify import Category
 from .scheduling import Decision, Outcome, ShardPhase, ShardState
@@ -18,10 +19,6 @@ PHASES = ("Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed")
 CONDITION_TYPES = ("Planned", "Running", "Suspended", "Succeeded", "Failed")
 FAILED_SHARDS_KEPT = 50
 ITEM_KEYS = ("ok", "failed", "skipped")
-
-
-def rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ def _condition(ctype: str, status: bool, reason: str, message: str, generation: 
     old = previous.get(ctype) or {}
     since = old.get("lastTransitionTime") if old.get("status") == value else None
     return {"type": ctype, "status": value, "reason": reason, "message": message,
-            "lastTransitionTime": since or rfc3339(now), "observedGeneration": generation}
+            "lastTransitionTime": since or utc_iso(now), "observedGeneration": generation}
 
 
 def conditions(phase: str, reason: str, message: str, planned: bool, generation: int,
@@ -148,7 +145,7 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         "conditions": conditions(phase, reason, message, True, obs.generation, previous.get("conditions"), obs.now),
         "planLocation": obs.plan_location,
         "planningAttempts": obs.planning_attempts,
-        "startTime": obs.start_time or previous.get("startTime") or rfc3339(obs.now),
+        "startTime": obs.start_time or previous.get("startTime") or utc_iso(obs.now),
         "progress": f"{done.done}/{total_items}",
         "shardProgress": f"{shards['succeeded']}/{shards['total']}",
         "shards": shards,
@@ -160,7 +157,7 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
                          for s in failed_shards[:FAILED_SHARDS_KEPT]],
     }
     if phase in ("Succeeded", "Failed"):
-        status["completionTime"] = previous.get("completionTime") or rfc3339(obs.now)
+        status["completionTime"] = previous.get("completionTime") or utc_iso(obs.now)
     if obs.summary_location:
         status["summaryLocation"] = obs.summary_location
     return status
@@ -176,7 +173,7 @@ def unplanned_status(phase: str, reason: str, message: str, generation: int, pre
         "planningAttempts": planning_attempts,
     }
     if phase == "Failed":
-        status["completionTime"] = previous.get("completionTime") or rfc3339(now)
+        status["completionTime"] = previous.get("completionTime") or utc_iso(now)
     return status
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from inference_pod.results import utc_iso
 from ocrjob_operator.classify import Category, PodOutcome
 from ocrjob_operator.scheduling import decide, shard_states
 from ocrjob_operator.spec import parse_spec
@@ -9,7 +10,6 @@ from ocrjob_operator.status import (
     ItemCounts,
     Observed,
     compute_status,
-    rfc3339,
     shard_items,
     status_patch,
     unplanned_status,
@@ -53,7 +53,7 @@ def test_running_with_live_progress_from_heartbeats() -> None:
     assert status["shards"] == {"total": 2, "pending": 1, "active": 1, "succeeded": 0, "failed": 0}
     assert cond(status, "Running")["status"] == "True" and cond(status, "Succeeded")["status"] == "False"
     assert cond(status, "Planned")["status"] == "True"
-    assert "completionTime" not in status and status["startTime"] == rfc3339(NOW)
+    assert "completionTime" not in status and status["startTime"] == utc_iso(NOW)
 
 
 def test_heartbeat_of_an_earlier_attempt_is_ignored() -> None:
@@ -67,7 +67,7 @@ def test_succeeded_uses_termination_summaries() -> None:
             pod(1, Category.SUCCEEDED, {"ok": 3, "failed": 1, "skipped": 1})]
     status = compute_status(observe(pods), None)
     assert status["phase"] == "Succeeded" and status["progress"] == "10/10" and status["shardProgress"] == "2/2"
-    assert status["items"]["failed"] == 1 and status["completionTime"] == rfc3339(NOW)
+    assert status["items"]["failed"] == 1 and status["completionTime"] == utc_iso(NOW)
     assert cond(status, "Succeeded")["status"] == "True" and cond(status, "Running")["status"] == "False"
 
 
@@ -97,7 +97,7 @@ def test_transition_times_are_kept_while_a_condition_holds() -> None:
     assert status_patch(first, later) == {}  # nothing changed: nothing is written
     done = compute_status(observe([pod(0, Category.SUCCEEDED, {"ok": 5}), pod(1, Category.SUCCEEDED, {"ok": 5})],
                                   now=NOW + 60), later)
-    assert cond(done, "Running")["lastTransitionTime"] == rfc3339(NOW + 60)
+    assert cond(done, "Running")["lastTransitionTime"] == utc_iso(NOW + 60)
     patch = status_patch(later, done)
     assert set(patch) >= {"phase", "conditions", "progress", "completionTime"}
 
