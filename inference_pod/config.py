@@ -7,13 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .decode import DecodeLimits
-from .models import ModelSource
+from .models import ModelSource, default_cache_dir
 from .ocr_engine import OcrOptions
 from .storage import S3Settings
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("OCRJOB_CACHE") or Path.home() / ".cache" / "ocrjob")
 
 
 @dataclass(frozen=True)

@@ -83,13 +83,21 @@ class ModelSource:
         return cls(DET_NAME, str(root / DET_NAME), REC_NAME, str(root / REC_NAME))
 
 
+def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+    """OcrJob's cache root, the same rule as the Makefile and scripts/: ``$OCRJOB_CACHE``, else
+    ``$XDG_CACHE_HOME/ocrjob``, else ``~/.cache/ocrjob``."""
+    env = dict(os.environ) if env is None else env
+    if env.get("OCRJOB_CACHE"):
+        return Path(env["OCRJOB_CACHE"]).expanduser()
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ocrjob"
+
+
 def default_models_dir(env: dict[str, str] | None = None) -> Path:
-    """``$OCRJOB_MODELS_DIR``, else ``$OCRJOB_CACHE/models/pp-ocrv4-mobile`` (the Makefile's default)."""
+    """``$OCRJOB_MODELS_DIR``, else ``<cache>/models/pp-ocrv4-mobile`` (the Makefile's default)."""
     env = dict(os.environ) if env is None else env
     if env.get(MODELS_DIR_ENV):
         return Path(env[MODELS_DIR_ENV]).expanduser()
-    cache = Path(env.get("OCRJOB_CACHE") or Path.home() / ".cache" / "ocrjob").expanduser()
-    return cache / "models" / "pp-ocrv4-mobile"
+    return default_cache_dir(env) / "models" / "pp-ocrv4-mobile"
 
 
 def default_model_source(env: dict[str, str] | None = None) -> ModelSource:

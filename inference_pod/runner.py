@@ -25,8 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import exit_codes, layout
-from .config import LoaderConfig, default_cache_dir
+from .config import LoaderConfig
 from .jobsummary import write_job_summary
+from .models import default_cache_dir
 from .planner import InputManifest, ShardingPolicy, check_locations, make_plan
 from .storage import open_storage
 

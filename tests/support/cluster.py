@@ -26,6 +26,7 @@ from typing import Any
 
 import kubernetes
 
+from inference_pod.models import default_cache_dir
 from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir
 from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
@@ -113,9 +114,7 @@ def pod_log(core: kubernetes.client.CoreV1Api, namespace: str, name: str, **kwar
 
 # -- `python -m tests.support.cluster up|down|status` ---------------------------------------------------------
 def default_state_dir() -> Path:
-    cache = os.environ.get("OCRJOB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ocrjob")
-    return Path(cache) / "cluster-local"
+    return default_cache_dir() / "cluster-local"
 
 
 def _read_state(state_dir: Path) -> dict[str, Any] | None:

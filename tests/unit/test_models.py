@@ -286,3 +286,12 @@ def test_resolve_s3_waits_for_the_lock_with_a_timeout(bucket: FakeBucket, tmp_pa
     lock = det_dir.with_name(det_dir.name + ".lock")
     with models._file_lock(lock, 1, "test"), pytest.raises(ModelError, match="waiting for the lock"):
         resolve_models(S3_SOURCE, cache, open_storage=bucket, lock_timeout=0.5)
+
+
+def test_cache_root_follows_ocrjob_cache_then_xdg_then_home(tmp_path: Path) -> None:
+    from inference_pod.models import default_cache_dir, default_models_dir
+
+    assert default_cache_dir({"OCRJOB_CACHE": str(tmp_path / "c"), "XDG_CACHE_HOME": "/x"}) == tmp_path / "c"
+    assert default_cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "ocrjob"
+    assert default_cache_dir({}) == Path.home() / ".cache" / "ocrjob"
+    assert default_models_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ocrjob" / "models" / "pp-ocrv4-mobile"
