@@ -110,3 +110,5 @@ def env(cluster: Any, k8s_api: kubernetes.client.ApiClient, namespace: str, s3_s
             operator.stop()
             pods.stop()
             print(f"--- operator log ({operator.log}) ---\n{tail(operator.log, 150)}")
+            if pods.errors:
+                print("--- pod recorder errors ---\n" + "\n".join(pods.errors[-20:]))
