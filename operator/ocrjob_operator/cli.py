@@ -288,6 +288,7 @@ def submit(
                          labels=label, annotations=annotation, sets=set_)
         api = _api(kubeconfig, context, body["metadata"].get("namespace"))
         body["metadata"]["namespace"] = api.namespace
+        api.require_crd()  # before the Secret check: without the CRD nothing else matters
         if check_secret:
             _check_secret(api, body["spec"])
         if dry_run:

@@ -136,10 +136,14 @@ class PodRecorder:
         rv = None
         while not self._stop.is_set():
             try:
+                if rv is None:  # list, then watch from the list's revision: nothing is missed between the two
+                    listed = core.list_namespaced_pod(self.namespace, _request_timeout=30)
+                    for pod in listed.items:
+                        self._record("ADDED", pod)
+                    rv = listed.metadata.resource_version
                 w = kubernetes.watch.Watch()
-                kwargs = {"resource_version": rv} if rv else {}
-                for ev in w.stream(core.list_namespaced_pod, self.namespace, timeout_seconds=5,
-                                   _request_timeout=30, **kwargs):
+                for ev in w.stream(core.list_namespaced_pod, self.namespace, resource_version=rv, timeout_seconds=5,
+                                   _request_timeout=30):
                     pod = ev["object"]
                     rv = pod.metadata.resource_version
                     self._record(ev["type"], pod)
@@ -204,6 +208,15 @@ class Jobs:
 
     def get(self, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)

@@ -198,7 +198,7 @@ def test_input_error_shard_is_not_retried_and_suspend_resumes(env: Env) -> None:
 def test_configuration_errors_fail_the_job_fast_with_the_reason(env: Env) -> None:
     env.upload(2, seed=51)
     # The apiserver rejects the pods (no such ServiceAccount) ...
-    env.jobs.create(env.job("nosa", serviceAccountName="no-such-account"))
+    env.jobs.create(env.job("nosa", serviceAccountName="no-such-account", ttlSecondsAfterFinished=15))
     # ... or the kubelet cannot configure the container (the Secret lacks a key the pods need).
     env.jobs.create(env.job("nokey", s3={"endpoint": env.endpoint, "credentialsSecret": {
         "name": "s3-credentials", "sessionTokenKey": "AWS_SESSION_TOKEN"}}))
@@ -207,7 +207,10 @@ def test_configuration_errors_fail_the_job_fast_with_the_reason(env: Env) -> Non
     assert not env.jobs.pods("nosa")
     nokey = wait_phase(env, "nokey", "Failed", timeout=120)
     assert "CreateContainerConfigError" in nokey["message"] and "AWS_SESSION_TOKEN" in nokey["message"]
-    assert [p for p in env.pods.created if p.startswith("nokey")] == ["nokey-s0-a0"]
+    assert [p for p in env.pods.created if p.startswith("nokey")] == ["nokey-s0-a0"], env.pods.errors
+    # spec.ttlSecondsAfterFinished: the operator deletes the finished job (nokey has none: it stays).
+    wait_until(lambda: not env.jobs.exists("nosa"), timeout=60, what="nosa to be deleted after its TTL")
+    assert "Expired" in reasons(env, "nosa") and env.jobs.exists("nokey")
 
 
 @pytest.mark.slow
@@ -216,15 +219,7 @@ def test_deleting_a_running_job_removes_its_pods(env: Env) -> None:
     env.jobs.create(env.job("deleted", sharding={"shardCount": 2}, parallelism=2))
     wait_until(lambda: len(env.running_pods("deleted")) == 2, timeout=120, what="two running shard pods")
     env.jobs.delete("deleted")
-
-    def gone() -> bool:
-        try:
-            env.jobs.get("deleted")
-            return False
-        except ApiException as exc:
-            return exc.status == 404
-
-    wait_until(gone, timeout=60, what="the OcrJob to be deleted (finalizer released)")
+    wait_until(lambda: not env.jobs.exists("deleted"), timeout=60, what="the OcrJob to be deleted (finalizer released)")
     wait_until(lambda: not env.jobs.pods("deleted"), timeout=90, what="its pods to be garbage-collected")
 
 
