@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -55,16 +54,16 @@ def _fail(message: str, code: int = exit_codes.USAGE) -> None:
 
 
 def _require_ocr_stack(termination_log: str | None = None) -> None:
-    """Fail with what to install, before any work starts; a shard pod also says it in its termination message."""
+    """Fail with what to install, before any work starts (the loader's modules need the stack to import); a
+    shard pod also says it in its termination message, as the loader does for any early failure."""
+    from . import results
     from .ocr_stack import missing_message, missing_packages
 
     missing = missing_packages()
     if not missing:
         return
     message = missing_message(missing)
-    if termination_log:
-        with contextlib.suppress(OSError):
-            Path(termination_log).write_text(f"systemic failure: {message}"[:4096])
+    results.write_termination_log(termination_log, results.early_failure_summary(exit_codes.SYSTEMIC, message))
     _fail(message, exit_codes.SYSTEMIC)
 
 

@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from . import exit_codes, layout, results
@@ -185,7 +184,7 @@ class Coordinator:
             self._heartbeat(status)
         except StorageError as exc:
             log.error("shard summary not written: %s", exc)
-        write_termination_log(self.config.termination_log, summary)
+        results.write_termination_log(self.config.termination_log, summary)
         return summary
 
 
@@ -200,15 +199,6 @@ def _reap(procs: list, timeout: float) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(timeout=5)
-
-
-def write_termination_log(path: str | None, summary: dict) -> None:
-    if not path:
-        return
-    try:
-        Path(path).write_bytes(results.termination_message(summary))
-    except OSError as exc:  # not in a container (no /dev/termination-log): not worth failing for
-        log.debug("termination log %s not written: %s", path, exc)
 
 
 def run_shard(config: LoaderConfig, progress: Any = None, install_signals: bool = True) -> tuple[int, dict]:
@@ -244,9 +234,6 @@ def run_shard(config: LoaderConfig, progress: Any = None, install_signals: bool 
 
 def _failed_early(config: LoaderConfig, code: int, message: str) -> tuple[int, dict]:
     log.error("%s", message)
-    summary = {
-        "schema": results.SHARD_SUMMARY_SCHEMA, "status": "failed", "exit_code": code, "message": message,
-        "items": None, "errors": [],
-    }
-    write_termination_log(config.termination_log, summary)
+    summary = results.early_failure_summary(code, message)
+    results.write_termination_log(config.termination_log, summary)
     return code, summary

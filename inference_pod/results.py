@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # type hints only: the planner imports this module for its timestamps
@@ -15,6 +17,7 @@ if TYPE_CHECKING:  # type hints only: the planner imports this module for its ti
 RESULT_SCHEMA = "ocrjob.result/v1"
 PROGRESS_SCHEMA = "ocrjob.progress/v1"
 SHARD_SUMMARY_SCHEMA = "ocrjob.shard-summary/v1"
+log = logging.getLogger("ocrjob.loader")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 ERRORS_KEPT = 100_000  # per shard summary: enough for `ocrjob retry`; the termination message is cut to 4 KiB
 
@@ -165,6 +168,21 @@ def shard_summary(
         },
         "host": socket.gethostname(), **extra,
     }
+
+
+def early_failure_summary(exit_code: int, message: str) -> dict:
+    """The summary of a shard that failed before processing anything (no job id, no counts yet)."""
+    return {"schema": SHARD_SUMMARY_SCHEMA, "status": "failed", "exit_code": exit_code, "message": message,
+            "items": None, "errors": []}
+
+
+def write_termination_log(path: str | None, summary: dict) -> None:
+    if not path:
+        return
+    try:
+        Path(path).write_bytes(termination_message(summary))
+    except OSError as exc:  # not in a container (no /dev/termination-log): not worth failing for
+        log.debug("termination log %s not written: %s", path, exc)
 
 
 def termination_message(summary: dict, limit: int = TERMINATION_LOG_LIMIT) -> bytes:

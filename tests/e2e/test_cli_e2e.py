@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from inference_pod import layout
 from inference_pod.samples import generate_corpus
@@ -26,6 +25,7 @@ from ocrjob_operator.cli_exit import ExitCode
 from ocrjob_operator.cli_spec import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
 from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import REPO, Jobs, upload_dir
+from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]
 OCRJOB = str(Path(sys.executable).with_name("ocrjob"))  # the console script, as installed
@@ -69,14 +69,6 @@ def upload(env: Env, count: int, seed: int, corrupt: bool = False) -> list[str]:
             env.put(f"in/{key}", data)
         names += list(CORRUPT)
     return sorted(names)
-
-
-def gone(jobs: Jobs, name: str) -> bool:
-    try:
-        jobs.get(name)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 GITLAB_CI = REPO / "examples" / "ci" / "gitlab-ci.yml"
@@ -175,25 +167,20 @@ def test_timeout_exits_4_and_cancel_on_timeout_deletes_the_job(env: Env, shell: 
     assert proc.returncode == ExitCode.TIMEOUT and time.monotonic() - started < 30
     assert "timed out after 5s waiting for ocrjob slow" in proc.stderr
     assert "deleted (--cancel-on-timeout)" in proc.stderr
-    deadline = time.monotonic() + 60
-    while not gone(env.jobs, "slow") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert gone(env.jobs, "slow")
+    wait_until(lambda: not env.jobs.exists("slow"), timeout=60, what="ocrjob slow to be deleted")
 
 
 def test_suspend_resume_and_cancel(env: Env, shell: dict[str, str]) -> None:
     upload(env, 2, seed=4)
     assert ocrjob(shell, "submit", "--name", "paused", *job_flags(env), "--suspend").returncode == 0
-    deadline = time.monotonic() + 60
-    while env.jobs.status("paused").get("phase") != "Suspended" and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: env.jobs.status("paused").get("phase") == "Suspended", timeout=60, what="phase Suspended")
     assert "Suspended" in ocrjob(shell, "status", "paused").stdout and not env.jobs.pods("paused")
     assert ocrjob(shell, "resume", "paused").returncode == 0
     assert env.jobs.get("paused")["spec"]["suspend"] is False
     assert ocrjob(shell, "suspend", "paused").returncode == 0
     assert env.jobs.get("paused")["spec"]["suspend"] is True
     cancel = ocrjob(shell, "cancel", "paused", "--timeout", "60s")
-    assert cancel.returncode == 0 and gone(env.jobs, "paused")
+    assert cancel.returncode == 0 and not env.jobs.exists("paused")
     assert ocrjob(shell, "cancel", "paused").returncode == ExitCode.NOT_FOUND
 
 

@@ -3,6 +3,7 @@ that say what to install instead of a traceback. Packages are made unimportable 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,4 +48,6 @@ def test_ocr_commands_without_the_ocr_stack_name_what_to_install(tmp_path: Path)
     log = tmp_path / "termination-log"
     shard = ocrjob_without(("paddle",), "shard", "--manifest", "s3://bucket/m.json", "--termination-log", str(log))
     assert shard.returncode == 70 and "missing: paddlepaddle (or paddlepaddle-gpu)" in shard.stderr
-    assert log.read_text().startswith("systemic failure: the OCR stack is not installed")
+    message = json.loads(log.read_text())  # the loader's own early-failure summary, as the operator reads it
+    assert message["status"] == "failed" and message["exit_code"] == 70
+    assert message["message"].startswith("the OCR stack is not installed (missing: paddlepaddle")
