@@ -33,7 +33,7 @@ PAGE = (640, 360)  # pixels: a small document page keeps 100+ images within minu
 def measure_bare(args: argparse.Namespace) -> dict:
     """The baseline: PaddleOCR.predict(path) over the files, one by one, same models and options."""
     from inference_pod.models import default_model_source, resolve_models
-    from inference_pod.ocr_engine import OcrEngine, OcrOptions
+    from inference_pod.shard.engine import OcrEngine, OcrOptions
 
     started = time.time()
     models = resolve_models(default_model_source(), Path(args.workdir) / "model-cache")
@@ -47,10 +47,10 @@ def measure_bare(args: argparse.Namespace) -> dict:
 
 
 def measure_loader(args: argparse.Namespace) -> dict:
-    from inference_pod.config import LoaderConfig
-    from inference_pod.loader import run_shard
+    from inference_pod.job.storage import S3Settings
     from inference_pod.models import default_model_source
-    from inference_pod.storage import S3Settings
+    from inference_pod.shard.config import LoaderConfig
+    from inference_pod.shard.coordinator import run_shard
 
     started = time.time()
     config = LoaderConfig(
@@ -131,10 +131,10 @@ def main() -> None:
 def orchestrate(args: argparse.Namespace) -> None:
     import shutil
 
-    from inference_pod import layout
-    from inference_pod.planner import ShardingPolicy, make_plan
-    from inference_pod.samples import generate_corpus
-    from inference_pod.storage import LocalStorage, S3Settings, open_storage
+    from inference_pod.job import layout
+    from inference_pod.job.plan import ShardingPolicy, make_plan
+    from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
+    from inference_pod.local.samples import generate_corpus
     from tests.support.seaweedfs import SeaweedFS
 
     workdir = Path(args.workdir).absolute()

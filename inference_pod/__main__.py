@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from inference_pod.shard.entry import main
 
 if __name__ == "__main__":
-    main(["shard", *sys.argv[1:]])
+    sys.exit(main(sys.argv[1:]))

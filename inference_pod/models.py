@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from .storage import ObjectInfo, Storage, open_storage, parse_location
+from inference_pod.job.storage import ObjectInfo, Storage, open_storage, parse_location
 
 DET_NAME = "PP-OCRv4_mobile_det"
 REC_NAME = "PP-OCRv4_mobile_rec"

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from inference_pod import exit_codes
-
-from .constants import ANNOTATION_KILL_MESSAGE, ANNOTATION_KILL_REASON, LABEL_ATTEMPT, LABEL_SHARD
+from inference_pod.job import exit_codes
+from ocrjob_operator.api.names import ANNOTATION_KILL_MESSAGE, ANNOTATION_KILL_REASON, LABEL_ATTEMPT, LABEL_SHARD
 
 # Waiting reasons that mean the pod cannot start as configured. A short grace absorbs registry blips and
 # a Secret created a moment after the OcrJob.

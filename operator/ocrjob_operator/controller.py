@@ -18,18 +18,18 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from inference_pod import layout
-from inference_pod.jobsummary import write_job_summary
-from inference_pod.planner import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
-from inference_pod.storage import StorageError
-
-from . import metrics
-from .classify import Category, PodOutcome, classify_pod, parse_time
-from .podspec import JobRef, build_pod, manifest_uri
-from .scheduling import Decision, ShardPhase, ShardState, StallTracker, decide, shard_states
-from .spec import JobSpec, SpecError, parse_spec
-from .status import Observed, compute_status, shard_items, status_patch, unplanned_status
-from .storage import CredentialsError, JobStorage, StorageFactory
+from inference_pod.job import layout
+from inference_pod.job.plan import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
+from inference_pod.job.storage import StorageError
+from inference_pod.job.summary import write_job_summary
+from ocrjob_operator import metrics
+from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
+from ocrjob_operator.classify import Category, PodOutcome, classify_pod, parse_time
+from ocrjob_operator.decide import Decision, ShardPhase, ShardState, StallTracker, decide, shard_states
+from ocrjob_operator.podspec import JobRef, build_pod, manifest_uri
+from ocrjob_operator.reactions import to_storage_failure
+from ocrjob_operator.status import Observed, compute_status, shard_items, status_patch, unplanned_status
+from ocrjob_operator.storage import CredentialsError, JobStorage, StorageFactory
 
 log = logging.getLogger("ocrjob.controller")
 
@@ -116,9 +116,9 @@ class Controller:
             return self._fail_unplanned(job, "PlanFailed", f"planning failed: {exc}")
         except (StorageError, CredentialsError, ApiException) as exc:
             text = str(exc) if not isinstance(exc, ApiException) else f"reading the Secret failed: {exc.reason}"
-            if "refused the credentials" in text:
-                return self._fail_unplanned(job, "CredentialsRefused",
-                                            f"{text}; fix the Secret named in spec.s3.credentialsSecret")
+            reaction = to_storage_failure(exc) if not isinstance(exc, ApiException) else None
+            if reaction is not None and reaction.fail_job:
+                return self._fail_unplanned(job, reaction.reason, f"{text}; {reaction.hint}")
             attempts += 1
             if attempts >= MAX_PLANNING_ATTEMPTS:
                 return self._fail_unplanned(job, "StorageUnavailable",

@@ -16,10 +16,19 @@ from typing import Any
 
 import kopf
 
-from .constants import FINALIZER, GROUP, KOPF_PREFIX, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
-from .controller import Controller
-from .kube import Kube
-from .storage import StorageFactory
+from ocrjob_operator.api.names import (
+    FINALIZER,
+    GROUP,
+    KOPF_PREFIX,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+from ocrjob_operator.controller import Controller
+from ocrjob_operator.kube import Kube
+from ocrjob_operator.storage import StorageFactory
 
 ERROR_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0)  # after unexpected errors in a step (API outage, bugs)
 MIN_SLEEP = 0.5  # debounce: our own pod creations wake us too

@@ -16,8 +16,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from .constants import ANNOTATION_KILL_MESSAGE, ANNOTATION_KILL_REASON, GROUP, PLURAL, VERSION
-from .podspec import job_selector
+from ocrjob_operator.api.names import ANNOTATION_KILL_MESSAGE, ANNOTATION_KILL_REASON, GROUP, PLURAL, VERSION
+from ocrjob_operator.podspec import job_selector
 
 log = logging.getLogger("ocrjob.kube")
 TIMEOUT = (5, 30)  # connect, read seconds

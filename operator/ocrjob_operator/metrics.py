@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .status import PHASES
+from ocrjob_operator.status import PHASES
 
 _lock = threading.Lock()
 _jobs: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name) -> last status

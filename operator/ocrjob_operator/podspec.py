@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .constants import (
+from ocrjob_operator.api.names import (
     ANNOTATION_MANIFEST,
     API_VERSION,
     CONTAINER_NAME,
@@ -26,7 +26,7 @@ from .constants import (
     LABEL_SHARD,
     MANAGED_BY,
 )
-from .spec import JobSpec
+from ocrjob_operator.api.spec import JobSpec
 
 LOADER_GRACE_SECONDS = 25  # the loader finishes its batch and flushes within this after SIGTERM
 TERMINATION_GRACE_SECONDS = LOADER_GRACE_SECONDS + 5

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_pod.results import utc_iso
-
-from .classify import Category
-from .scheduling import Decision, Outcome, ShardPhase, ShardState
+from inference_pod.job.records import utc_iso
+from ocrjob_operator.classify import Category
+from ocrjob_operator.decide import Decision, Outcome, ShardPhase, ShardState
 
 PHASES = ("Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed")
 CONDITION_TYPES = ("Planned", "Running", "Suspended", "Succeeded", "Failed")

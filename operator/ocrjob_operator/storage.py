@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from inference_pod import layout
-from inference_pod.storage import (
+from inference_pod.job import layout
+from inference_pod.job.storage import (
     ClientLimits,
     ObjectNotFound,
     S3Settings,
@@ -26,9 +26,8 @@ from inference_pod.storage import (
     make_s3_client,
     parse_location,
 )
-
-from .kube import Kube
-from .spec import JobSpec
+from ocrjob_operator.api.spec import JobSpec
+from ocrjob_operator.kube import Kube
 
 SECRET_TTL = 60.0
 

@@ -13,8 +13,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from inference_pod.samples import generate_corpus
-from ocrjob_operator.constants import GROUP, PLURAL, VERSION
+from inference_pod.local.samples import generate_corpus
+from ocrjob_operator.api.names import GROUP, PLURAL, VERSION
 from tests.e2e.operator_harness import (
     Jobs,
     OperatorProcess,

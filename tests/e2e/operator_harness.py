@@ -18,7 +18,7 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from ocrjob_operator.constants import GROUP, LABEL_JOB, PLURAL, VERSION
+from ocrjob_operator.api.names import GROUP, LABEL_JOB, PLURAL, VERSION
 from tests.support.controlplane import venv_tool
 from tests.support.pki import write_kubeconfig
 from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until

@@ -2,7 +2,7 @@
 control plane with the operator running (the operator e2e harness), real SeaweedFS S3 and real PaddleOCR on CPU.
 
 The exit code is the contract: 0 succeeded, 3 failed, 4 timed out, 5 rejected, 9 item errors with
---fail-on-item-errors (ocrjob_operator.cli_exit). The kubeconfig comes from $KUBECONFIG with the namespace in
+--fail-on-item-errors (ocrjob_cli.exit). The kubeconfig comes from $KUBECONFIG with the namespace in
 its context and S3 credentials from the AWS variables, as in a pipeline: no -n, no flags for either.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_pod import layout
-from inference_pod.samples import generate_corpus
-from ocrjob_operator.cli_exit import ExitCode
-from ocrjob_operator.cli_spec import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
+from inference_pod.job import layout
+from inference_pod.local.samples import generate_corpus
+from ocrjob_cli.exit import ExitCode
+from ocrjob_cli.flags import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
 from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import REPO, Jobs, upload_dir
 from tests.support.procs import wait_until

@@ -16,8 +16,8 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from inference_pod import layout
-from ocrjob_operator.constants import GROUP, PLURAL, VERSION
+from inference_pod.job import layout
+from ocrjob_operator.api.names import GROUP, PLURAL, VERSION
 from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import (
     REPO,

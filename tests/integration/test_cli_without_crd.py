@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrjob_operator.cli_exit import ExitCode
+from ocrjob_cli.exit import ExitCode
 from tests.support.cluster import LocalCluster
 from tests.support.controlplane import REPO, venv_tool
 

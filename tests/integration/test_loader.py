@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_pod import exit_codes, layout
-from inference_pod.config import LoaderConfig
-from inference_pod.loader import run_shard
+from inference_pod.job import exit_codes, layout
+from inference_pod.job.plan import ShardingPolicy, make_plan
+from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
+from inference_pod.local.samples import generate_corpus, render_page
 from inference_pod.models import ModelSource
-from inference_pod.planner import ShardingPolicy, make_plan
-from inference_pod.samples import generate_corpus, render_page
-from inference_pod.storage import LocalStorage, S3Settings, open_storage
+from inference_pod.shard.config import LoaderConfig
+from inference_pod.shard.coordinator import run_shard
 
 pytestmark = pytest.mark.ocr
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def bad_inputs(folder: Path) -> dict[str, str]:
 
 
 def make_config(ocr_models, manifest: str, **kw) -> LoaderConfig:
-    from inference_pod.decode import DecodeLimits
+    from inference_pod.shard.decode import DecodeLimits
 
     return LoaderConfig(
         manifest=manifest, models=model_source(ocr_models), termination_log=kw.pop("termination_log", None),

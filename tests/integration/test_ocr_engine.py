@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference_pod.local.samples import render_page
 from inference_pod.models import DET_NAME, ModelSpec
-from inference_pod.ocr_engine import ModelLoadError, OcrEngine, OcrOptions, ThreadOwnershipError, _to_bgr
-from inference_pod.samples import render_page
+from inference_pod.shard.engine import ModelLoadError, OcrEngine, OcrOptions, ThreadOwnershipError, _to_bgr
 
 PAGE_A = ["INVOICE Number 4821", "Customer Garden Office", "apple butter lemon"]
 PAGE_B = ["Delivery Address Harbor", "friday morning", "WAREHOUSE Rocket"]

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from inference_pod import exit_codes, layout
-from inference_pod.runner import local_job_id
-from inference_pod.samples import generate_corpus
+from inference_pod.job import exit_codes, layout
+from inference_pod.local.runner import local_job_id
+from inference_pod.local.samples import generate_corpus
 
 pytestmark = pytest.mark.ocr
 REPO = Path(__file__).resolve().parents[2]
-OCRJOB = [sys.executable, "-c", "from inference_pod.cli import main; main()"]
+OCRJOB = [sys.executable, "-c", "from ocrjob_cli.app import main; main()"]
 
 
 def env_for(ocr_models, tmp_path: Path) -> dict[str, str]:
@@ -107,7 +107,7 @@ def test_bad_arguments_are_explained(tmp_path) -> None:
 
 
 def test_demo_prints_the_recognised_text(tmp_path, ocr_models) -> None:
-    from inference_pod.samples import generate_samples
+    from inference_pod.local.samples import generate_samples
 
     expected = generate_samples(tmp_path / "expected")
     result = subprocess.run(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from inference_pod.storage import (
+from inference_pod.job.storage import (
     TMP_PREFIX,
     ObjectInfo,
     ObjectNotFound,

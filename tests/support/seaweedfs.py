@@ -218,7 +218,7 @@ class SeaweedFS:
             client.create_bucket(Bucket=name)
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 and inference_pod.storage (S3Settings.from_env) here."""
+        """Environment variables that point boto3 and inference_pod.job.storage (S3Settings.from_env) here."""
         return {
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,

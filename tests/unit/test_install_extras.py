@@ -18,7 +18,7 @@ def ocrjob_without(blocked: tuple[str, ...], *args: str) -> subprocess.Completed
         "import sys\n"
         f"for name in {blocked!r}:\n"
         "    sys.modules[name] = None  # import raises ImportError, as if not installed\n"
-        "from inference_pod.cli import main\n"
+        "from ocrjob_cli.app import main\n"
         f"main({list(args)!r})\n"
     )
     return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,

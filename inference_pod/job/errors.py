@@ -1,0 +1,38 @@
+"""Typed storage errors: what every decision about a failed storage call reads (never the message text).
+
+Each type maps once to a loader exit code (`exit_codes.for_storage_error`) and once to the operator's
+reaction (`ocrjob_operator.reactions`). Messages are for people: they say what went wrong and how to fix it,
+and they may contain any key or prefix, so nothing may branch on them.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed for a reason that is not about one missing object (an unclassified failure is
+    treated as possibly transient)."""
+
+
+class ObjectNotFound(StorageError, KeyError):
+    """The object does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CredentialsRefused(StorageError):
+    """No credentials, or the store rejected them (unknown key id, bad signature, expired token)."""
+
+
+class PermissionDenied(StorageError):
+    """The credentials are valid but not allowed to do this (bucket policy, IAM, file mode)."""
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached or did not answer usefully: connection refused, timeout, 5xx, throttling.
+    Worth retrying with backoff."""
+
+
+class InvalidRequest(StorageError):
+    """The request cannot succeed as written: no such bucket, a malformed name, a key outside the root.
+    Retrying does not help; the location or configuration must change."""

@@ -1,0 +1,32 @@
+"""The loader's exit codes (sysexits-style). The operator classifies shard pods by them; the README lists them."""
+
+from __future__ import annotations
+
+from inference_pod.job.errors import CredentialsRefused, InvalidRequest, PermissionDenied, StorageError
+
+SUCCEEDED = 0  # every item has a result object: text, or an error record for a bad file
+USAGE = 64  # the command line is wrong
+INPUT_ERROR = 65  # the shard manifest or configuration is invalid: retrying cannot help
+DEVICE_UNAVAILABLE = 69  # the requested device is not the one visible (wrong GPU count, no CUDA build)
+SYSTEMIC = 70  # storage unreachable, model failed to load, a worker died, no progress: worth a retry
+INTERRUPTED = 75  # SIGTERM/SIGINT: stopped cleanly, finished items kept; a rerun resumes
+CREDENTIALS = 77  # storage refused the credentials
+
+DESCRIPTIONS = {
+    SUCCEEDED: "succeeded",
+    USAGE: "usage error",
+    INPUT_ERROR: "invalid shard manifest or configuration (not retried)",
+    DEVICE_UNAVAILABLE: "requested device unavailable",
+    SYSTEMIC: "systemic failure (retried)",
+    INTERRUPTED: "interrupted (resumable)",
+    CREDENTIALS: "storage credentials refused",
+}
+
+
+def for_storage_error(exc: StorageError) -> int:
+    """The one mapping from a storage error's type to the exit code of the shard (or `ocrjob run`) it ends."""
+    if isinstance(exc, (CredentialsRefused, PermissionDenied)):
+        return CREDENTIALS  # 77, EX_NOPERM: not retried, the job fails fast naming the Secret
+    if isinstance(exc, InvalidRequest):
+        return INPUT_ERROR  # no such bucket, a key outside the root: retrying cannot help
+    return SYSTEMIC  # unreachable, 5xx, throttling, unknown: retried

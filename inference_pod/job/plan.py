@@ -1,0 +1,275 @@
+"""The shard planner: a listing in, balanced deterministic shards out. Pure functions, plus plan I/O.
+
+Items are balanced by total bytes with longest-processing-time-first greedy assignment (largest item
+to the lightest shard, ties broken by key and shard index), so the same listing always yields the same
+plan. The plan is written to storage before any shard runs, and an existing plan is never replaced:
+a restarted operator or a re-run of `ocrjob run` continues the plan it already made.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+
+from inference_pod.job import layout
+from inference_pod.job.records import MANIFEST_SCHEMA, PLAN_SCHEMA, utc_iso
+from inference_pod.job.storage import Location, ObjectInfo, ObjectNotFound, Storage, parse_location
+
+SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
+MAX_SHARDS = 10_000
+MIN_TARGET_SHARD_BYTES = 1 << 20  # 1 MiB: smaller shards only add pod start-up overhead
+MAX_TARGET_SHARD_BYTES = 1 << 40  # 1 TiB
+_EXAMPLES_KEPT = 20
+
+
+class PlanError(ValueError):
+    """The inputs to planning are wrong; the message says how to fix them."""
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # relative to the input root
+    size: int
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    items: tuple[Item, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.items)
+
+
+@dataclass(frozen=True)
+class ShardingPolicy:
+    """How many shards: an explicit count, or a target number of bytes per shard. Exactly one applies."""
+
+    shard_count: int | None = None
+    target_shard_bytes: int | None = None
+    max_shards: int = MAX_SHARDS
+
+    def __post_init__(self) -> None:
+        if self.shard_count is not None and self.target_shard_bytes is not None:
+            raise PlanError("give either a shard count or a target shard size, not both")
+        if not 1 <= self.max_shards <= MAX_SHARDS:
+            raise PlanError(f"max shards must be between 1 and {MAX_SHARDS}, got {self.max_shards}")
+        if self.shard_count is not None and not 1 <= self.shard_count <= self.max_shards:
+            raise PlanError(f"shard count must be between 1 and {self.max_shards}, got {self.shard_count}")
+        if self.target_shard_bytes is not None and not (
+            MIN_TARGET_SHARD_BYTES <= self.target_shard_bytes <= MAX_TARGET_SHARD_BYTES
+        ):
+            raise PlanError(
+                f"target shard size must be between {MIN_TARGET_SHARD_BYTES} bytes (1 MiB) and "
+                f"{MAX_TARGET_SHARD_BYTES} bytes (1 TiB), got {self.target_shard_bytes}"
+            )
+
+    def shards_for(self, item_count: int, total_bytes: int) -> int:
+        if item_count == 0:
+            return 0
+        if self.shard_count is not None:
+            wanted = self.shard_count
+        elif self.target_shard_bytes is not None:
+            wanted = math.ceil(total_bytes / self.target_shard_bytes)
+        else:
+            wanted = 1
+        return max(1, min(wanted, item_count, self.max_shards))
+
+
+@dataclass
+class Listing:
+    """The supported items of a listing plus what was left out and why (nothing is dropped silently)."""
+
+    items: list[Item] = field(default_factory=list)
+    unsupported_count: int = 0
+    unsupported_examples: list[str] = field(default_factory=list)
+
+    def skipped(self) -> dict:
+        return {
+            "unsupported": {"count": self.unsupported_count, "examples": self.unsupported_examples},
+        }
+
+
+def is_supported(key: str) -> bool:
+    return PurePosixPath(key).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
+    """Parse both locations and refuse an output inside the input (the next run would OCR its own results)."""
+    try:
+        source, dest = parse_location(input_uri), parse_location(output_uri)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
+    if source.contains(dest):
+        raise PlanError(
+            f"output {dest.uri!r} lies inside input {source.uri!r}: results would be OCR'd on the next run; "
+            "choose an output location outside the input (for example a sibling prefix)"
+        )
+    return source, dest
+
+
+def collect(objects: Iterable[ObjectInfo]) -> Listing:
+    """Stream a listing into the supported items, skipping OcrJob's own bookkeeping and results."""
+    listing = Listing()
+    for obj in objects:
+        if obj.key.startswith(layout.JOB_DIR + "/"):
+            continue
+        if not is_supported(obj.key):
+            listing.unsupported_count += 1
+            if len(listing.unsupported_examples) < _EXAMPLES_KEPT:
+                listing.unsupported_examples.append(obj.key)
+            continue
+        listing.items.append(Item(obj.key, obj.size, obj.etag))
+    return listing
+
+
+def plan_shards(items: Iterable[Item], policy: ShardingPolicy) -> list[Shard]:
+    """Split items into balanced shards: deterministic, no empty shards, items sorted by key within a shard."""
+    ordered = sorted(items, key=lambda item: (-item.size, item.key))
+    keys = [item.key for item in ordered]
+    if len(set(keys)) != len(keys):
+        raise PlanError("the listing holds the same key twice; de-duplicate the input manifest")
+    count = policy.shards_for(len(ordered), sum(item.size for item in ordered))
+    # Heap of (bytes, items, index): the lightest shard (then fewest items, then lowest index) takes next.
+    heap = [(0, 0, index) for index in range(count)]
+    assigned: list[list[Item]] = [[] for _ in range(count)]
+    for item in ordered:
+        total, n, index = heapq.heappop(heap)
+        assigned[index].append(item)
+        heapq.heappush(heap, (total + item.size, n + 1, index))
+    return [Shard(index, tuple(sorted(group, key=lambda item: item.key))) for index, group in enumerate(assigned)]
+
+
+def manifest_document(job_id: str, shard: Shard, input_uri: str, output_uri: str) -> dict:
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "job_id": job_id,
+        "shard_index": shard.index,
+        "input": input_uri,
+        "output": output_uri,
+        "item_count": len(shard.items),
+        "total_bytes": shard.total_bytes,
+        "items": [asdict(item) for item in shard.items],
+    }
+
+
+def plan_document(
+    job_id: str, shards: list[Shard], listing: Listing, input_uri: str, output_uri: str, seconds: float
+) -> dict:
+    return {
+        "schema": PLAN_SCHEMA,
+        "job_id": job_id,
+        "input": input_uri,
+        "output": output_uri,
+        "created": utc_iso(),
+        "planning_seconds": round(seconds, 3),
+        "shard_count": len(shards),
+        "item_count": sum(len(shard.items) for shard in shards),
+        "total_bytes": sum(shard.total_bytes for shard in shards),
+        "skipped": listing.skipped(),
+        "shards": [
+            {
+                "index": shard.index,
+                "items": len(shard.items),
+                "bytes": shard.total_bytes,
+                "manifest": layout.shard_manifest_key(job_id, shard.index),
+            }
+            for shard in shards
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class InputManifest:
+    """An explicit list of input keys (relative to the input root), e.g. the failed items of an earlier job."""
+
+    keys: tuple[str, ...]
+
+
+def parse_input_manifest(data: bytes) -> InputManifest:
+    """Accept a JSON list of keys, {"keys": [...]}, or one key per line; refuse anything else clearly."""
+    text = data.decode("utf-8", errors="strict").strip()
+    if not text:
+        raise PlanError("the input manifest is empty: list at least one key (JSON list or one key per line)")
+    if text[0] in "[{":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"the input manifest is not valid JSON ({exc}); use a list of keys") from exc
+        keys = doc.get("keys") if isinstance(doc, dict) else doc
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise PlanError('the input manifest must be a JSON list of keys or {"keys": [...]} of strings')
+    else:
+        keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return InputManifest(tuple(k.lstrip("/") for k in keys))
+
+
+def list_manifest_items(source: Storage, manifest: InputManifest) -> Iterator[ObjectInfo]:
+    """Resolve an input manifest against the input storage. A missing key is an error that names it."""
+    wanted = sorted(set(manifest.keys))
+    found = {}
+    # One listing per distinct parent folder keeps this O(folders) requests instead of O(keys).
+    parents = sorted({k.rsplit("/", 1)[0] + "/" if "/" in k else "" for k in wanted})
+    wanted_set = set(wanted)
+    for parent in parents:
+        for obj in source.list(parent):
+            if obj.key in wanted_set:
+                found[obj.key] = obj
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        raise PlanError(
+            f"{len(missing)} key(s) in the input manifest do not exist under {source.uri}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; fix the manifest or the input location"
+        )
+    for key in wanted:
+        yield found[key]
+
+
+def load_plan(dest: Storage, job_id: str) -> dict | None:
+    try:
+        return json.loads(dest.get(layout.plan_key(job_id)))
+    except ObjectNotFound:
+        return None
+
+
+def make_plan(
+    job_id: str,
+    input_uri: str,
+    output_uri: str,
+    source: Storage,
+    dest: Storage,
+    policy: ShardingPolicy,
+    input_manifest: InputManifest | None = None,
+) -> dict:
+    """Plan once: return the stored plan if there is one, else list, shard, write manifests, then plan.json."""
+    check_locations(input_uri, output_uri)
+    existing = load_plan(dest, job_id)
+    if existing is not None:
+        if (existing.get("input"), existing.get("output")) != (input_uri, output_uri):
+            raise PlanError(
+                f"job {job_id!r} already has a plan for input {existing.get('input')!r} and output "
+                f"{existing.get('output')!r}; a planned job's locations cannot change — start a new job"
+            )
+        return existing
+    started = time.monotonic()
+    objects = list_manifest_items(source, input_manifest) if input_manifest else source.list()
+    listing = collect(objects)
+    if not listing.items:
+        raise PlanError(
+            f"no supported documents under {input_uri} ({listing.unsupported_count} unsupported objects, "
+            f"e.g. {listing.unsupported_examples[:3]}); supported types: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
+        )
+    shards = plan_shards(listing.items, policy)
+    for shard in shards:
+        document = manifest_document(job_id, shard, input_uri, output_uri)
+        dest.put(layout.shard_manifest_key(job_id, shard.index), json.dumps(document).encode())
+    plan = plan_document(job_id, shards, listing, input_uri, output_uri, time.monotonic() - started)
+    dest.put(layout.plan_key(job_id), json.dumps(plan, indent=1).encode())
+    return plan

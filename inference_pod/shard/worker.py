@@ -1,0 +1,285 @@
+"""One worker process: fetch threads → ONE inference thread (owns the predictor) → upload threads.
+
+Every queue is bounded and every wait has a timeout, so a stop request or a failure anywhere is noticed
+within a fraction of a second. Only the inference thread constructs and calls the predictor; fetch and
+upload threads never touch Paddle. Error records (a bad file) go from the fetch threads straight to the
+uploads; OCR results come from the inference thread, which sends the uploads their end-of-work marker
+only after the last fetch thread has ended and its own last result is queued, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_pod.job import exit_codes, layout
+from inference_pod.job.plan import Item
+from inference_pod.job.storage import ObjectNotFound, StorageError, open_storage
+from inference_pod.models import ModelSpec
+from inference_pod.shard import results
+from inference_pod.shard.config import LoaderConfig
+from inference_pod.shard.decode import CORRUPT, NOT_FOUND, ItemError, check_size, open_document
+from inference_pod.shard.device import DeviceError, DevicePlan, pin_device, verify_device
+
+log = logging.getLogger("ocrjob.pipeline")
+POLL = 0.2  # seconds: the longest any thread blocks before re-checking stop/abort
+_END = object()
+
+
+@dataclass
+class ItemState:
+    """An item between decode and upload. Its fetch thread sets `error` (then no more pages come); the
+    inference thread fills `pages` and finishes it when all are there."""
+
+    item: Item
+    kind: str
+    page_count: int
+    timing: dict[str, float]
+    pages: dict[int, dict] = field(default_factory=dict)
+    error: ItemError | None = None
+    finished: bool = False
+
+
+class Pipeline:
+    def __init__(
+        self, worker: int, config: LoaderConfig, manifest: dict, models: ModelSpec, device: DevicePlan,
+        work_q: Any, out_q: Any, stop: Any,
+    ) -> None:
+        self.worker, self.config, self.manifest, self.models, self.device = worker, config, manifest, models, device
+        self.work_q, self.out_q, self.stop = work_q, out_q, stop
+        self.source = open_storage(manifest["input"], config.s3)
+        self.dest = open_storage(manifest["output"], config.s3)
+        self.items_q: queue.Queue = queue.Queue(maxsize=config.download_threads * 2)
+        self.pages_q: queue.Queue = queue.Queue(maxsize=config.prefetch_pages)
+        self.upload_q: queue.Queue = queue.Queue(maxsize=config.upload_threads * 4)
+        self.abort = threading.Event()
+        self.context: dict = {"job_id": manifest["job_id"], "shard_index": manifest["shard_index"]}
+        self._fetchers_left = config.download_threads
+        self._fetchers_lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _halted(self) -> bool:
+        return self.abort.is_set() or self.stop.is_set()
+
+    def _put(self, q: queue.Queue, value: Any, *, until_abort_only: bool = False) -> bool:
+        """Put with a timeout loop; False if the pipeline is halted first."""
+        while not (self.abort.is_set() if until_abort_only else self._halted()):
+            try:
+                q.put(value, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _emit(self, message: dict) -> None:
+        self.out_q.put({"worker": self.worker, **message})
+
+    def _fatal(self, code: int, message: str) -> None:
+        if not self.abort.is_set():
+            self.abort.set()
+            self._emit({"kind": "fatal", "exit_code": code, "message": message})
+
+    def _guard(self, target):
+        def run() -> None:
+            try:
+                target()
+            except StorageError as exc:
+                code = exit_codes.for_storage_error(exc)
+                self._fatal(code, str(exc))
+            except Exception as exc:
+                log.error("%s failed:\n%s", threading.current_thread().name, traceback.format_exc())
+                self._fatal(exit_codes.SYSTEMIC, f"{threading.current_thread().name}: {type(exc).__name__}: {exc}")
+        return run
+
+    # -- threads --------------------------------------------------------------------------------
+    def _feed(self) -> None:
+        """Move items from the coordinator's queue into this worker's fetch queue; None means no more."""
+        while not self._halted():
+            try:
+                entry = self.work_q.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            if entry is None:
+                break
+            if not self._put(self.items_q, Item(**entry)):
+                return
+        for _ in range(self.config.download_threads):
+            self._put(self.items_q, None)
+
+    def _fetch(self) -> None:
+        try:
+            while not self._halted():
+                try:
+                    item = self.items_q.get(timeout=POLL)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                self._fetch_one(item)
+        finally:
+            with self._fetchers_lock:
+                self._fetchers_left -= 1
+                last = self._fetchers_left == 0
+            if last:
+                self._put(self.pages_q, _END)
+
+    def _previous_result(self, item: Item) -> dict | None:
+        """The result an earlier attempt wrote, if any (read, not just checked: its errors must be kept)."""
+        try:
+            record = json.loads(self.dest.get(layout.result_key(item.key)))
+        except ObjectNotFound:
+            return None
+        except ValueError:  # not a result of ours: process the item again and overwrite it
+            return None
+        return record if isinstance(record, dict) and record.get("status") in ("ok", "error") else None
+
+    def _fetch_one(self, item: Item) -> None:
+        log.debug("%s: fetching", item.key)
+        previous = self._previous_result(item)
+        if previous is not None:
+            error = previous.get("error") or {}
+            self._emit({"kind": "item", "key": item.key, "status": "skipped", "previous": previous["status"],
+                        "code": error.get("code"), "message": error.get("message")})
+            return
+        started = time.perf_counter()
+        state = ItemState(item, "", 0, {})
+        try:
+            check_size(item.size, self.config.limits)
+            try:
+                data = self.source.get(item.key)
+            except ObjectNotFound as exc:
+                raise ItemError(NOT_FOUND, f"the object disappeared after planning: {exc}") from exc
+            state.timing["download_s"] = time.perf_counter() - started
+            decode_started = time.perf_counter()
+            document = open_document(data, self.config.limits)
+            del data
+            state.kind, state.page_count = document.kind, document.page_count
+            decode_s = time.perf_counter() - decode_started
+            pages = iter(document.pages)
+            for number in range(document.page_count):
+                page_started = time.perf_counter()
+                page = next(pages, None)  # decoding happens here, lazily: time it, not the queue wait
+                if page is None:
+                    raise ItemError(CORRUPT, f"the document ended after {number} of {document.page_count} pages")
+                decode_s += time.perf_counter() - page_started
+                state.timing["decode_s"] = decode_s
+                if not self._put(self.pages_q, (state, number, page)):
+                    return  # stopping: the item stays without a result and a rerun resumes it
+        except ItemError as exc:
+            # Straight to the uploads: an error record needs no predictor and must not queue behind pages.
+            # (The inference thread ends the uploads only after the last fetcher has ended, so it is kept.)
+            log.debug("%s: %s", item.key, exc.code)
+            state.error, state.finished = exc, True
+            record = results.error_record(item, self.manifest["input"], exc.code, exc.message, self.context)
+            self._put(self.upload_q, (item, record, {"status": "failed", "code": exc.code, "message": exc.message}))
+
+    def _infer(self) -> None:
+        from inference_pod.shard.engine import OcrEngine  # imported here: Paddle loads only after the device is pinned
+
+        try:
+            # Verify first: PaddleOCR itself would quietly "switch to CPU" when the GPU is missing.
+            report = verify_device(self.device)
+            engine = OcrEngine(self.models, self.config.ocr, self.device.paddle_device)
+        except DeviceError as exc:
+            self._fatal(exit_codes.DEVICE_UNAVAILABLE, str(exc))
+            return
+        except Exception as exc:
+            self._fatal(exit_codes.SYSTEMIC, f"model load failed: {type(exc).__name__}: {exc}")
+            return
+        self.context.update(models=engine.model_names, device=report.as_dict(), worker=self.worker)
+        self._emit({"kind": "ready", "device": report.as_dict(), "models": engine.model_names})
+        batch: list[tuple[ItemState, int, Any]] = []
+        ended = False
+        while not ended and not self._halted():
+            try:
+                entry = self.pages_q.get(timeout=0.01 if batch else POLL)
+            except queue.Empty:
+                entry = None
+            if entry is _END:
+                ended = True
+            elif entry is not None and entry[0].error is None:  # pages of a document that failed later: dropped
+                batch.append(entry)
+            if batch and (len(batch) >= self.config.page_batch_size or entry is None or ended):
+                self._predict(engine, batch)
+                batch = []
+        for _ in range(self.config.upload_threads):
+            self._put(self.upload_q, _END, until_abort_only=True)
+
+    def _predict(self, engine: Any, batch: list[tuple[ItemState, int, Any]]) -> None:
+        started = time.perf_counter()
+        predictions = engine.predict([page for _, _, page in batch])
+        share = (time.perf_counter() - started) / len(batch)
+        for (state, number, _), prediction in zip(batch, predictions, strict=True):
+            state.pages[number] = results.page_record(number + 1, prediction)
+            state.timing["inference_s"] = state.timing.get("inference_s", 0.0) + share
+            if len(state.pages) == state.page_count and state.error is None:
+                self._finish(state)
+
+    def _finish(self, state: ItemState) -> None:
+        if state.finished:
+            return
+        state.finished = True
+        pages = [state.pages[n] for n in range(state.page_count)]
+        record = results.ok_record(state.item, self.manifest["input"], pages, self.context, state.timing, state.kind)
+        outcome = {"status": "ok", "pages": state.page_count}
+        self._put(self.upload_q, (state.item, record, outcome), until_abort_only=True)
+
+    def _upload(self) -> None:
+        while not self.abort.is_set():
+            try:
+                entry = self.upload_q.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            if entry is _END:
+                return
+            item, record, outcome = entry
+            self.dest.put(layout.result_key(item.key), results.encode(record))
+            log.debug("%s: result written (%s)", item.key, outcome["status"])
+            self._emit({"kind": "item", "key": item.key, **outcome})
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._guard(self._infer), name="inference", daemon=True)]
+        threads += [threading.Thread(target=self._guard(self._feed), name="feed", daemon=True)]
+        threads += [
+            threading.Thread(target=self._guard(self._fetch), name=f"fetch-{i}", daemon=True)
+            for i in range(self.config.download_threads)
+        ]
+        threads += [
+            threading.Thread(target=self._guard(self._upload), name=f"upload-{i}", daemon=True)
+            for i in range(self.config.upload_threads)
+        ]
+        for thread in threads:
+            thread.start()
+        # The inference thread ending (all done, or stopping) ends the work; the uploads then drain.
+        # Feed and fetch threads are daemons that notice the stop by themselves.
+        for thread in [t for t in threads if t.name.startswith(("inference", "upload"))]:
+            while thread.is_alive() and not self.abort.is_set():
+                thread.join(timeout=POLL)
+
+
+def worker_main(
+    worker: int, config: LoaderConfig, manifest: dict, models: ModelSpec, work_q: Any, out_q: Any, stop: Any,
+) -> None:
+    """Entry point of a spawned worker process. Pins the device before anything imports Paddle."""
+    level = os.environ.get("OCRJOB_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format=f"%(asctime)s worker-{worker} %(levelname)s %(name)s %(message)s")
+    # Ctrl-C reaches the whole process group: the coordinator decides how to stop, not the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        device = pin_device(config.device)
+    except DeviceError as exc:
+        out_q.put({"worker": worker, "kind": "fatal", "exit_code": exit_codes.DEVICE_UNAVAILABLE, "message": str(exc)})
+        return
+    try:
+        Pipeline(worker, config, manifest, models, device, work_q, out_q, stop).run()
+    finally:
+        out_q.put({"worker": worker, "kind": "exit"})

@@ -1,0 +1,1 @@
+"""`ocrjob`, the command line: a client of the storage contract, the data plane and the operator API."""

@@ -1,0 +1,32 @@
+"""How the operator reacts to a failed storage or Secret access, decided by the error's type alone.
+
+The one place that maps the storage contract's typed errors (`inference_pod.job.errors`) to what the operator
+does; the loader's mapping of the same types to exit codes is `inference_pod.job.exit_codes.for_storage_error`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inference_pod.job.errors import CredentialsRefused, InvalidRequest, PermissionDenied, StorageError
+from ocrjob_operator.storage import CredentialsError
+
+
+@dataclass(frozen=True)
+class Reaction:
+    fail_job: bool  # True: fail the job now with `reason`; False: retry with backoff (bounded by the caller)
+    reason: str
+    hint: str = ""
+
+
+def to_storage_failure(exc: StorageError | CredentialsError) -> Reaction:
+    if isinstance(exc, CredentialsRefused):
+        return Reaction(True, "CredentialsRefused", "fix the Secret named in spec.s3.credentialsSecret")
+    if isinstance(exc, PermissionDenied):
+        return Reaction(True, "AccessDenied", "grant the job's credentials access to spec.input and spec.output, or "
+                                              "name other credentials in spec.s3.credentialsSecret")
+    if isinstance(exc, InvalidRequest):
+        return Reaction(True, "InvalidLocation", "fix spec.input / spec.output (or create the bucket) and create a "
+                                                 "new OcrJob")
+    # A Secret not created yet, storage unreachable, 5xx, throttling, anything unclassified: may pass.
+    return Reaction(False, "WaitingForStorage")

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from inference_pod.job import layout
+from inference_pod.job.plan import (
+    Item,
+    PlanError,
+    ShardingPolicy,
+    check_locations,
+    collect,
+    load_plan,
+    make_plan,
+    parse_input_manifest,
+    plan_shards,
+)
+from inference_pod.job.storage import LocalStorage, ObjectInfo
+
+
+def items(sizes: list[int]) -> list[Item]:
+    return [Item(f"doc-{i:04d}.png", size, f"e{i}") for i, size in enumerate(sizes)]
+
+
+def test_shards_are_balanced_by_bytes_and_cover_every_item_once() -> None:
+    rng = random.Random(7)
+    listing = items([rng.randint(1_000, 5_000_000) for _ in range(500)])
+    shards = plan_shards(listing, ShardingPolicy(shard_count=8))
+    assert len(shards) == 8
+    keys = [item.key for shard in shards for item in shard.items]
+    assert sorted(keys) == sorted(item.key for item in listing)
+    totals = [shard.total_bytes for shard in shards]
+    # Greedy LPT: the spread is at most the largest single item.
+    assert max(totals) - min(totals) <= max(item.size for item in listing)
+    assert all(list(shard.items) == sorted(shard.items, key=lambda i: i.key) for shard in shards)
+
+
+def test_plan_is_deterministic_whatever_the_listing_order() -> None:
+    listing = items([10, 20, 30, 40, 50, 60, 70, 10, 20, 30])
+    shuffled = listing[:]
+    random.Random(1).shuffle(shuffled)
+    assert plan_shards(listing, ShardingPolicy(shard_count=3)) == plan_shards(shuffled, ShardingPolicy(shard_count=3))
+
+
+def test_no_empty_shards_when_fewer_items_than_shards() -> None:
+    shards = plan_shards(items([5, 5]), ShardingPolicy(shard_count=10))
+    assert [len(s.items) for s in shards] == [1, 1]
+
+
+def test_target_shard_size_decides_the_count() -> None:
+    mib = 1 << 20
+    shards = plan_shards(items([mib] * 10), ShardingPolicy(target_shard_bytes=3 * mib))
+    assert len(shards) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shard_count": 0}, "shard count must be between 1"),
+        ({"shard_count": 20_000}, "shard count must be between 1"),
+        ({"target_shard_bytes": 10}, "target shard size must be between"),
+        ({"shard_count": 2, "target_shard_bytes": 1 << 30}, "either a shard count or a target shard size"),
+    ],
+)
+def test_policy_bounds_are_explained(kwargs: dict, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        ShardingPolicy(**kwargs)
+
+
+def test_duplicate_keys_are_refused() -> None:
+    with pytest.raises(PlanError, match="same key twice"):
+        plan_shards([Item("a.png", 1), Item("a.png", 1)], ShardingPolicy())
+
+
+def test_collect_filters_types_and_reports_what_it_left_out() -> None:
+    listing = collect(
+        ObjectInfo(key, 10, "e")
+        for key in ["a.PNG", "b.jpeg", "c.txt", "d.tif", "e.pdf", "f.webp", "g.bmp", "h.jpg", "i.tiff",
+                    "_ocrjob/x/plan.json", "notes.json"]
+    )
+    assert [i.key for i in listing.items] == ["a.PNG", "b.jpeg", "d.tif", "e.pdf", "f.webp", "g.bmp", "h.jpg", "i.tiff"]
+    assert listing.unsupported_count == 2
+    assert listing.unsupported_examples == ["c.txt", "notes.json"]
+
+
+def test_result_key_mapping() -> None:
+    assert layout.result_key("scans/2024/a.pdf") == "scans/2024/a.pdf.json"
+    assert layout.shard_manifest_key("job-1", 3) == "_ocrjob/job-1/shards/00003.json"
+    with pytest.raises(ValueError, match="path segment"):
+        layout.job_dir("../evil")
+
+
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [("s3://b/in", "s3://b/in/out"), ("s3://b/in", "s3://b/in"), ("s3://b", "s3://b/out"), ("/data", "/data/out")],
+)
+def test_output_inside_input_is_refused(source: str, dest: str) -> None:
+    with pytest.raises(PlanError, match="inside input"):
+        check_locations(source, dest)
+
+
+def test_sibling_prefix_is_not_inside() -> None:
+    check_locations("s3://b/in", "s3://b/input-results")
+
+
+def test_plan_is_written_once_and_reused(tmp_path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        (src / f"p{i}.png").write_bytes(b"x" * (i + 1))
+    (src / "readme.txt").write_text("not a document")
+    out = tmp_path / "out"
+    source, dest = LocalStorage(src), LocalStorage(out)
+    plan = make_plan("job-a", str(src), str(out), source, dest, ShardingPolicy(shard_count=2))
+    assert plan["shard_count"] == 2 and plan["item_count"] == 6
+    assert plan["skipped"]["unsupported"]["count"] == 1
+    manifest = json.loads(dest.get(layout.shard_manifest_key("job-a", 0)))
+    assert manifest["input"] == str(src) and manifest["items"]
+    # New files after planning do not change a planned job.
+    (src / "late.png").write_bytes(b"late")
+    again = make_plan("job-a", str(src), str(out), source, dest, ShardingPolicy(shard_count=5))
+    assert again == plan == load_plan(dest, "job-a")
+    with pytest.raises(PlanError, match="cannot change"):
+        make_plan("job-a", str(src), str(tmp_path / "other"), source, dest, ShardingPolicy())
+
+
+def test_empty_input_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("x")
+    with pytest.raises(PlanError, match="no supported documents"):
+        make_plan("j", str(tmp_path / "in"), str(tmp_path / "out"), LocalStorage(tmp_path / "in"),
+                  LocalStorage(tmp_path / "out"), ShardingPolicy())
+
+
+def test_input_manifest_selects_keys_and_names_missing_ones(tmp_path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png", "c.png"):
+        (src / name).write_bytes(b"12")
+    manifest = parse_input_manifest(b'["sub/b.png", "a.png"]')
+    plan = make_plan("j", str(src), str(tmp_path / "out"), LocalStorage(src), LocalStorage(tmp_path / "out"),
+                     ShardingPolicy(), manifest)
+    assert plan["item_count"] == 2
+    with pytest.raises(PlanError, match="do not exist.*nope.png"):
+        make_plan("k", str(src), str(tmp_path / "out2"), LocalStorage(src), LocalStorage(tmp_path / "out2"),
+                  ShardingPolicy(), parse_input_manifest(b"a.png\nnope.png\n"))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"", "empty"), (b"[1, 2]", "list of keys"), (b"{not json", "not valid JSON"), (b'{"keys": "a"}', "list of keys")],
+)
+def test_bad_input_manifests_are_explained(data: bytes, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        parse_input_manifest(data)

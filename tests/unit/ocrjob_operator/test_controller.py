@@ -1,0 +1,430 @@
+"""The reconcile loop against an in-memory Kubernetes and local-disk storage: planning, dispatch within
+parallelism, retries, fail-fast, suspend, stall kills, finishing, and restarts that duplicate nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference_pod.job import layout
+from inference_pod.job.storage import LocalStorage, ObjectNotFound
+from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID
+from ocrjob_operator.controller import Controller, JobMemo
+
+UID = "11111111-2222-3333-4444-555555555555"
+T0 = 1_800_000_000.0
+
+
+def iso(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeKube:
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job: dict[str, Any] | None = job
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.killed: list[tuple[str, int]] = []
+        self.status_writes = 0
+        self.secrets: dict[str, dict[str, str]] = {}
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.job)
+
+    def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        assert self.job is not None
+        status = self.job.setdefault("status", {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = value
+        self.status_writes += 1
+
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        self.job = None
+
+    def list_job_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for p in self.pods.values() if p["metadata"]["labels"][LABEL_JOB_UID] == uid]
+
+    def create_pod(self, pod: dict[str, Any]) -> bool:
+        name = pod["metadata"]["name"]
+        if name in self.pods:
+            return False
+        pod = copy.deepcopy(pod)
+        pod["metadata"]["creationTimestamp"] = iso(T0)
+        pod["status"] = {"phase": "Pending"}
+        self.pods[name] = pod
+        self.created.append(name)
+        return True
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
+        self.deleted.append(name)
+        return self.pods.pop(name, None) is not None
+
+    def kill_pod(self, namespace: str, name: str, reason: str, message: str, deadline_seconds: int) -> None:
+        self.killed.append((name, deadline_seconds))
+        self.pods[name]["metadata"].setdefault("annotations", {})[ANNOTATION_KILL_REASON] = reason
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.secrets.get(name)
+
+    # -- simulating the kubelet --------------------------------------------------------------------------
+    def run(self, name: str) -> None:
+        self.pods[name]["status"] = {"phase": "Running", "containerStatuses": [
+            {"name": "ocr", "state": {"running": {"startedAt": iso(T0)}}}]}
+
+    def finish(self, name: str, code: int, items: dict[str, int] | None = None, reason: str = "Error",
+               pod_reason: str | None = None, at: float = T0) -> None:
+        message = json.dumps({"status": "succeeded" if code == 0 else "failed", "exit_code": code, "items": items,
+                              "message": f"exit {code}"})
+        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{"name": "ocr", "state": {
+            "terminated": {"exitCode": code, "reason": "Completed" if code == 0 else reason, "message": message,
+                           "startedAt": iso(T0), "finishedAt": iso(at)}}}]}
+        if pod_reason:
+            status["reason"] = pod_reason
+        self.pods[name]["status"] = status
+
+
+class FakeJobStorage:
+    def __init__(self, root: Path) -> None:
+        self.source = LocalStorage(root / "in")
+        self.dest = LocalStorage(root / "out")
+        self.root = root
+
+    def read_object(self, uri: str) -> bytes:
+        return (self.root / "objects" / uri.rsplit("/", 1)[-1]).read_bytes()
+
+    def uri(self, key: str) -> str:
+        return f"s3://bucket/out/{key}"
+
+    def _json(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.dest.get(key))
+        except ObjectNotFound:
+            return None
+
+    def heartbeat(self, job_id: str, shard: int) -> dict[str, Any] | None:
+        return self._json(layout.progress_key(job_id, shard))
+
+    def shard_summary(self, job_id: str, shard: int) -> dict[str, Any] | None:
+        return self._json(layout.shard_summary_key(job_id, shard))
+
+
+class FakeStorageFactory:
+    def __init__(self, storage: FakeJobStorage) -> None:
+        self.storage = storage
+
+    def for_job(self, namespace: str, spec: Any) -> FakeJobStorage:
+        return self.storage
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    storage = FakeJobStorage(tmp_path)
+    for i in range(8):
+        storage.source.put(f"doc-{i}.png", b"x" * (100 + i))
+    storage.source.put("notes.txt", b"not a document")
+
+    def make(**spec_extra: Any):
+        spec = {"input": {"uri": "s3://bucket/in"}, "output": {"uri": "s3://bucket/out"}, "image": "img",
+                "sharding": {"shardCount": 4}, "parallelism": 2, "device": "cpu",
+                "retries": {"perShard": 1, "backoffSeconds": 10}, **spec_extra}
+        job = {"apiVersion": "ocrjob.dev/v1alpha1", "kind": "OcrJob",
+               "metadata": {"name": "job", "namespace": "ns", "uid": UID, "generation": 1}, "spec": spec}
+        kube = FakeKube(job)
+        events: list[tuple[str, str, str]] = []
+        clock = Clock()
+
+        def controller() -> Controller:  # a fresh one = an operator restart (no memory)
+            return Controller(kube, FakeStorageFactory(storage), lambda _j, t, r, m: events.append((t, r, m)),
+                              clock=clock, monotonic=clock)
+
+        return kube, storage, events, clock, controller
+
+    return make
+
+
+def reasons(events: list[tuple[str, str, str]]) -> list[str]:
+    return [r for _, r, _ in events]
+
+
+def write_summary(storage: FakeJobStorage, shard: int, items: int) -> None:
+    storage.dest.put(layout.shard_summary_key(UID, shard), json.dumps({
+        "status": "succeeded", "items": {"ok": items, "failed": 0, "skipped": 0, "total": items, "pages": items},
+        "devices": [{"kind": "cpu"}], "seconds": 1.0}).encode())
+
+
+def test_happy_path_plan_dispatch_finish(world) -> None:
+    kube, storage, events, _clock, controller = world()
+    ctl = controller()
+    assert ctl.reconcile("ns", "job") == 0.0  # planned: status written before any pod exists
+    status = kube.job["status"]
+    assert status["planLocation"] == f"s3://bucket/out/{layout.plan_key(UID)}" and not kube.pods
+    assert status["phase"] == "Running" and status["items"]["total"] == 8 and status["shards"]["total"] == 4
+    assert "Planned" in reasons(events) and "UnsupportedSkipped" in reasons(events)
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0", "job-s1-a0"]  # parallelism 2
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0", "job-s1-a0"]
+    kube.run("job-s0-a0")
+    storage.dest.put(layout.progress_key(UID, 0), json.dumps({"pod": "job-s0-a0", "updated_at": 1,
+                                                              "items": {"ok": 1, "failed": 0, "skipped": 0}}).encode())
+    ctl.reconcile("ns", "job")
+    assert kube.job["status"]["progress"] == "1/8"  # live progress from the heartbeat
+    for shard in range(4):
+        name = f"job-s{shard}-a0"
+        if name not in kube.pods:
+            ctl.reconcile("ns", "job")
+        kube.finish(name, 0, {"ok": 2, "failed": 0, "skipped": 0})
+        write_summary(storage, shard, 2)
+        ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8" and status["shardProgress"] == "4/4"
+    assert status["summaryLocation"] == f"s3://bucket/out/{layout.job_summary_key(UID)}"
+    summary = json.loads(storage.dest.get(layout.job_summary_key(UID)))
+    assert summary["status"] == "succeeded" and len(summary["attempts"]) == 4
+    assert storage.dest.exists(layout.job_index_key(UID))
+    assert kube.pods == {}  # DeleteSucceeded
+    assert reasons(events).count("ShardStarted") == 4 and "Succeeded" in reasons(events)
+    writes = kube.status_writes
+    controller().reconcile("ns", "job")  # a restart after the end changes nothing
+    assert kube.status_writes == writes
+
+
+def test_restart_at_every_step_never_duplicates_a_pod(world) -> None:
+    kube, storage, _events, _clock, controller = world()
+    for _ in range(3):
+        controller().reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0", "job-s1-a0"]
+    kube.finish("job-s0-a0", 0, {"ok": 2})
+    write_summary(storage, 0, 2)
+    controller().reconcile("ns", "job")
+    controller().reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0", "job-s1-a0", "job-s2-a0"]
+
+
+def test_existing_plan_is_never_replanned(world) -> None:
+    kube, storage, _events, _clock, controller = world()
+    controller().reconcile("ns", "job")
+    plan = storage.dest.get(layout.plan_key(UID))
+    storage.source.put("doc-new.png", b"y" * 5000)  # the listing changes after planning
+    kube.job["status"].pop("planLocation")  # even if the status were lost
+    controller().reconcile("ns", "job")
+    assert storage.dest.get(layout.plan_key(UID)) == plan
+
+
+def test_counted_retry_with_backoff_then_failure_when_budget_spent(world) -> None:
+    kube, _storage, events, clock, controller = world(sharding={"shardCount": 1}, parallelism=1)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.finish("job-s0-a0", 137, reason="OOMKilled", at=clock.t)
+    delay = ctl.reconcile("ns", "job")
+    assert "job-s0-a1" not in kube.pods and delay is not None and delay <= 10  # waiting for the backoff
+    clock.t += 11
+    ctl.reconcile("ns", "job")
+    assert "job-s0-a1" in kube.pods
+    assert any(r == "ShardRetried" and "OOMKilled" in m for _, r, m in events)
+    kube.finish("job-s0-a1", 70, at=clock.t)
+    clock.t += 100
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and status["failedShards"][0]["reason"] == "RetriesExhausted"
+    assert status["retries"]["counted"] == 2 and "job-s0-a2" not in kube.created
+    assert "ShardFailed" in reasons(events)
+    assert set(kube.pods) == {"job-s0-a0", "job-s0-a1"}  # failed pods are kept for their logs
+
+
+def test_eviction_does_not_spend_the_budget(world) -> None:
+    kube, _storage, _events, clock, controller = world(sharding={"shardCount": 1}, parallelism=1,
+                                                       retries={"perShard": 0})
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.finish("job-s0-a0", 137, pod_reason="Evicted", at=clock.t - 10)
+    ctl.reconcile("ns", "job")
+    assert "job-s0-a1" in kube.pods and kube.job["status"]["retries"] == {"counted": 0, "disruptions": 1}
+
+
+def test_input_error_is_not_retried_and_the_rest_finishes(world) -> None:
+    kube, storage, _events, clock, controller = world(sharding={"shardCount": 2}, parallelism=2,
+                                                      retries={"perShard": 3})
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.finish("job-s1-a0", 65)
+    clock.t += 1000
+    ctl.reconcile("ns", "job")
+    assert "job-s1-a1" not in kube.pods and kube.job["status"]["phase"] == "Running"
+    kube.finish("job-s0-a0", 0, {"ok": 4})
+    write_summary(storage, 0, 4)
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and status["failedShards"][0]["reason"] == "InvalidInput"
+    assert json.loads(storage.dest.get(layout.job_summary_key(UID)))["status"] == "failed"
+
+
+def test_config_error_fails_fast(world) -> None:
+    kube, _storage, events, _clock, controller = world()
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.run("job-s1-a0")
+    kube.pods["job-s0-a0"]["status"] = {"phase": "Pending", "containerStatuses": [
+        {"name": "ocr", "state": {"waiting": {"reason": "InvalidImageName", "message": "bad image"}}}]}
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and "InvalidImageName" in status["message"] and "spec.image" in status["message"]
+    assert "job-s1-a0" in kube.deleted and len(kube.created) == 2
+    assert "ShardStopped" in reasons(events)
+
+
+def test_suspend_stops_pods_and_resume_continues(world) -> None:
+    kube, _storage, events, _clock, controller = world()
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.run("job-s0-a0")
+    kube.job["spec"]["suspend"] = True
+    ctl.reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Suspended" and set(kube.deleted) == {"job-s0-a0", "job-s1-a0"}
+    ctl.reconcile("ns", "job")
+    assert len(kube.created) == 2
+    kube.job["spec"]["suspend"] = False
+    ctl.reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Running" and kube.created[2:] == ["job-s0-a0", "job-s1-a0"]
+    assert "Suspended" in reasons(events) and "Resumed" in reasons(events)
+
+
+def test_stalled_pod_is_killed_through_its_deadline(world) -> None:
+    kube, storage, events, clock, controller = world(stallTimeoutSeconds=60, sharding={"shardCount": 1})
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.run("job-s0-a0")
+    ctl.reconcile("ns", "job")
+    clock.t += 120  # no heartbeat yet: starting up, within the first-heartbeat grace
+    ctl.reconcile("ns", "job")
+    assert kube.killed == []
+    beat = {"pod": "job-s0-a0", "updated_at": 1, "items": {"ok": 0}}
+    storage.dest.put(layout.progress_key(UID, 0), json.dumps(beat).encode())
+    ctl.reconcile("ns", "job")
+    clock.t += 50
+    ctl.reconcile("ns", "job")
+    assert kube.killed == []
+    clock.t += 20
+    ctl.reconcile("ns", "job")
+    assert kube.killed and kube.killed[0][0] == "job-s0-a0"
+    assert "ShardStalled" in reasons(events)
+
+
+def test_shard_done_in_storage_is_not_rerun(world) -> None:
+    kube, storage, _events, _clock, controller = world(sharding={"shardCount": 2})
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    write_summary(storage, 0, 4)  # finished by an earlier incarnation whose pods are gone
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s1-a0"]
+    assert kube.job["status"]["shards"]["succeeded"] == 1
+
+
+def test_missing_secret_keeps_the_job_pending_with_a_bounded_retry(world) -> None:
+    from ocrjob_operator.storage import CredentialsError
+
+    kube, _storage, events, clock, _controller = world()
+
+    class NoSecret:
+        def for_job(self, namespace: str, spec: Any) -> Any:
+            raise CredentialsError("Secret ns/s3 (spec.s3.credentialsSecret) does not exist: create it")
+
+    ctl = Controller(kube, NoSecret(), lambda _j, t, r, m: events.append((t, r, m)), clock=clock, monotonic=clock)
+    delay = ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Pending" and "create it" in status["message"] and delay == 5
+    for _ in range(10):
+        clock.t += 400
+        ctl.reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Failed" and kube.job["status"]["planningAttempts"] == 8
+
+
+def test_plan_error_fails_with_the_planner_message(world, tmp_path: Path) -> None:
+    kube, storage, _events, _clock, controller = world()
+    for obj in list(storage.source.list()):
+        storage.source.delete(obj.key)
+    controller().reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Failed" and "no supported documents" in kube.job["status"]["message"]
+
+
+def test_invalid_spec_fails_with_the_fix(world) -> None:
+    kube, _storage, _events, _clock, controller = world(parallelism=0)
+    controller().reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Failed" and "between 1 and 1000" in kube.job["status"]["message"]
+
+
+def test_ttl_deletes_the_finished_job(world) -> None:
+    kube, storage, _events, clock, controller = world(sharding={"shardCount": 1}, ttlSecondsAfterFinished=30)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    kube.finish("job-s0-a0", 0, {"ok": 8})
+    write_summary(storage, 0, 8)
+    ctl.reconcile("ns", "job")
+    assert kube.job is not None and kube.job["status"]["phase"] == "Succeeded"
+    clock.t += 31
+    ctl.reconcile("ns", "job")
+    assert kube.job is None
+
+
+def test_memo_is_only_a_cache() -> None:
+    memo = JobMemo()
+    assert memo.plan is None and not memo.created and not memo.succeeded_in_storage
+
+
+def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None:
+    kube, storage, _events, _clock, controller = world(sharding={"shardCount": 2}, parallelism=2)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    storage.dest.put(layout.shard_manifest_key(UID, 1), b"{ not json")
+    kube.finish("job-s1-a0", 65)
+    kube.finish("job-s0-a0", 0, {"ok": 4})
+    write_summary(storage, 0, 4)
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and status["summaryLocation"]
+    summary = json.loads(storage.dest.get(layout.job_summary_key(UID)))
+    assert summary["status"] == "failed"
+    index = json.loads(storage.dest.get(layout.job_index_key(UID)))
+    assert [entry["shard"] for entry in index["unreadable_manifests"]] == [1]
+    assert index["results"] and {entry["shard"] for entry in index["results"]} == {0}
+    assert summary["failed_shards"][0]["reason"] == "InvalidInput"
+
+
+def test_input_manifest_limits_the_plan_to_its_keys(world) -> None:
+    kube, storage, _events, _clock, controller = world(input={"uri": "s3://bucket/in",
+                                                              "manifest": "s3://bucket/lists/failed.txt"})
+    (storage.root / "objects").mkdir()
+    (storage.root / "objects" / "failed.txt").write_text("doc-1.png\ndoc-5.png\n")
+    controller().reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["items"]["total"] == 2 and status["shards"]["total"] == 2
+    plan = json.loads(storage.dest.get(layout.plan_key(UID)))
+    keys = sorted(item["key"] for s in plan["shards"]
+                  for item in json.loads(storage.dest.get(s["manifest"]))["items"])
+    assert keys == ["doc-1.png", "doc-5.png"]
