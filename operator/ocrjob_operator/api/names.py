@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 GROUP = "ocrjob.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -36,3 +39,25 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # A pod name is `<job>-s<shard>-a<attempt>`; with at most 10000 shards and 1000 attempts the suffix is
 # at most 12 characters, so a job name of at most 50 keeps pod names valid DNS labels (63).
 MAX_JOB_NAME = 50
+
+
+@dataclass(frozen=True)
+class PodName:
+    job: str
+    shard: int
+    attempt: int
+
+
+_POD_NAME = re.compile(r"^(?P<job>.+)-s(?P<shard>\d+)-a(?P<attempt>\d+)$")
+
+
+def pod_name(job_name: str, shard: int, attempt: int) -> str:
+    """The one pod name format: `<job>-s<shard>-a<attempt>` (deterministic: creating it twice is a 409)."""
+    return f"{job_name}-s{shard}-a{attempt}"
+
+
+def parse_pod_name(name: str) -> PodName | None:
+    match = _POD_NAME.match(name)
+    if match is None:
+        return None
+    return PodName(match["job"], int(match["shard"]), int(match["attempt"]))

@@ -393,7 +393,7 @@ def test_ttl_deletes_the_finished_job(world) -> None:
 
 def test_memo_is_only_a_cache() -> None:
     memo = JobMemo()
-    assert memo.plan is None and not memo.created and not memo.succeeded_in_storage
+    assert memo.plan is None and not memo.expectations.created and not memo.succeeded_in_storage
 
 
 def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None:
@@ -428,3 +428,53 @@ def test_input_manifest_limits_the_plan_to_its_keys(world) -> None:
     keys = sorted(item["key"] for s in plan["shards"]
                   for item in json.loads(storage.dest.get(s["manifest"]))["items"])
     assert keys == ["doc-1.png", "doc-5.png"]
+
+
+def test_each_step_writes_status_at_most_once(world) -> None:
+    kube, storage, _events, clock, controller = world(sharding={"shardCount": 2}, parallelism=1)
+    ctl = controller()
+    writes_per_call = []
+
+    def step() -> None:
+        before = kube.status_writes
+        ctl.reconcile("ns", "job")
+        writes_per_call.append(kube.status_writes - before)
+
+    step()  # planning: "Planning" goes out before the listing, then the planned status: two steps in one call
+    assert writes_per_call == [2] and kube.job["status"]["planLocation"]
+    for shard in range(2):
+        step()
+        kube.run(f"job-s{shard}-a0")
+        step()
+        kube.finish(f"job-s{shard}-a0", 0, {"ok": 4})
+        write_summary(storage, shard, 4)
+        clock.t += 1
+        step()
+    assert kube.job["status"]["phase"] == "Succeeded"
+    assert all(n <= 1 for n in writes_per_call[1:]), writes_per_call
+
+
+def test_shards_done_in_storage_are_all_found_before_deciding(world) -> None:
+    kube, storage, _events, _clock, controller = world(sharding={"shardCount": 4}, parallelism=1)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    for shard in (0, 1, 2):  # finished by an earlier incarnation whose pods are gone
+        write_summary(storage, shard, 2)
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s3-a0"]  # the one slot went to the only unfinished shard
+    assert kube.job["status"]["shards"]["succeeded"] == 3 and kube.job["status"]["items"]["ok"] == 6
+
+
+def test_a_pod_created_but_not_listed_yet_counts_against_parallelism(world) -> None:
+    kube, _storage, _events, clock, controller = world(sharding={"shardCount": 3}, parallelism=1)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0"]
+    hidden = kube.pods.pop("job-s0-a0")  # a lagging list: the pod exists but is not listed
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0"]  # no second pod while the first one is expected
+    kube.pods["job-s0-a0"] = hidden
+    clock.t += 60
+    ctl.reconcile("ns", "job")
+    assert kube.created == ["job-s0-a0"]
