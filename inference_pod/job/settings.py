@@ -63,7 +63,8 @@ class Setting:
         try:
             typed = self.type(value)
         except (TypeError, ValueError) as exc:
-            raise SettingError(f"{self.name} must be a {self.type.__name__}, got {value!r} ({self.where})") from exc
+            kind = {int: "an integer", float: "a number"}.get(self.type, "a string")
+            raise SettingError(f"{self.name} must be {kind}, got {value!r} ({self.where})") from exc
         if self.type in (int, float) and (isinstance(value, bool) or (self.type is int and typed != float(value))):
             raise SettingError(f"{self.name} must be a whole number, got {value!r} ({self.where})")
         if self.low is not None and self.high is not None and not self.low <= typed <= self.high:
@@ -130,3 +131,16 @@ def environment(values: Mapping[str, Any]) -> dict[str, str]:
         if value is not None:
             out[BY_NAME[name].env] = _num(value) if isinstance(value, float) else str(value)
     return out
+
+
+def markdown_table() -> str:
+    """The README's loader-options table, generated from SETTINGS (a unit test keeps the README current):
+    `python -c 'from inference_pod.job.settings import markdown_table; print(markdown_table())'`."""
+    rows = ["| option | env | default | bounds | OcrJob field | meaning |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default_ = "—" if s.default is None else f"`{_num(s.default) if isinstance(s.default, float) else s.default}`"
+        bound = f"{_num(s.low)}–{_num(s.high)}" if s.low is not None and s.high is not None else ""
+        field = f"`spec.{s.spec}`" if s.spec else ""
+        scope = "" if s.local else " (shard only)"
+        rows.append(f"| `{s.flag}`{scope} | `{s.env}` | {default_} | {bound} | {field} | {s.help} |")
+    return "\n".join(rows)
