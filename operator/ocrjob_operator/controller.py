@@ -8,7 +8,6 @@ step may run twice, or after a restart, without duplicating a pod or re-planning
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from inference_pod.job import layout
 from inference_pod.job.plan import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
 from inference_pod.job.storage import StorageError
 from inference_pod.job.summary import write_job_summary
 from ocrjob_operator import metrics
+from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
 from ocrjob_operator.classify import Category, PodOutcome, classify_pod, parse_time
 from ocrjob_operator.decide import Decision, ShardPhase, ShardState, StallTracker, decide, shard_states
@@ -114,9 +112,9 @@ class Controller:
                              manifest)
         except PlanError as exc:
             return self._fail_unplanned(job, "PlanFailed", f"planning failed: {exc}")
-        except (StorageError, CredentialsError, ApiException) as exc:
-            text = str(exc) if not isinstance(exc, ApiException) else f"reading the Secret failed: {exc.reason}"
-            reaction = to_storage_failure(exc) if not isinstance(exc, ApiException) else None
+        except (StorageError, CredentialsError, KubeError) as exc:
+            text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc.reason}"
+            reaction = to_storage_failure(exc) if not isinstance(exc, KubeError) else None
             if reaction is not None and reaction.fail_job:
                 return self._fail_unplanned(job, reaction.reason, f"{text}; {reaction.hint}")
             attempts += 1
@@ -296,9 +294,9 @@ class Controller:
             body = build_pod(ref, spec, shard, attempt, manifest)
             try:
                 created = self.kube.create_pod(body)
-            except ApiException as exc:
-                text = _api_message(exc)
-                if exc.status in (400, 422) or (exc.status == 403 and "exceeded quota" not in text):
+            except KubeError as exc:
+                text = exc.message
+                if isinstance(exc, Invalid) or (isinstance(exc, Forbidden) and not isinstance(exc, QuotaExceeded)):
                     raise JobFatal("PodRejected", f"the apiserver rejected shard pod {body['metadata']['name']}: "
                                    f"{text}; fix the pod settings in the OcrJob spec") from exc
                 notes.append(f"cannot create pods yet: {text}")
@@ -471,13 +469,6 @@ def _write_summary(storage: JobStorage, uid: str, extra: dict[str, Any]) -> None
 
 def _generation(job: dict[str, Any]) -> int:
     return int(job["metadata"].get("generation") or 0)
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 def _created_placeholder(name: str, at: float, now: float, mono: float) -> PodOutcome:
