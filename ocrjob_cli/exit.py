@@ -46,11 +46,12 @@ DESCRIPTIONS: dict[ExitCode, str] = {
 class CliError(Exception):
     """An error the user can act on: the message says what went wrong and how to fix it."""
 
-    def __init__(self, code: ExitCode, message: str, transient: bool = False) -> None:
+    def __init__(self, code: ExitCode, message: str, transient: bool = False, cause: Exception | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.transient = transient  # no answer, or a 5xx/429: worth retrying while a wait's deadline allows
+        self.cause = cause  # the typed error it stands for (a KubeError), for decisions: never read the message
 
 
 def markdown_table() -> str:

@@ -27,6 +27,7 @@ from rich.markup import escape
 
 from ocrjob_cli.exit import CliError, ExitCode
 from ocrjob_cli.flags import SubmitFlags, build_job, parse_duration, parse_job_file, secret_requirements
+from ocrjob_operator.api.client import Forbidden
 from ocrjob_operator.api.names import CONTAINER_NAME, LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_SHARD
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def _check_secret(api: OcrJobApi, spec: dict[str, Any]) -> None:
     try:
         present = api.secret_keys(name)
     except CliError as exc:
-        if exc.code is ExitCode.CLUSTER and "forbidden" in exc.message:
+        if isinstance(exc.cause, Forbidden):
             err.print(f"[yellow]note:[/] cannot check Secret {ns}/{name} (no RBAC permission to read it); "
                       "submitting anyway", soft_wrap=True)
             return

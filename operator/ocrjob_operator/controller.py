@@ -141,7 +141,7 @@ class Controller:
         except PlanError as exc:
             return self._fail_unplanned(job, "PlanFailed", f"planning failed: {exc}")
         except (StorageError, CredentialsError, KubeError) as exc:
-            text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc}"
+            text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc.reason}"
             reaction = None if isinstance(exc, KubeError) else to_storage_failure(exc)
             if reaction is not None and reaction.fail_job:
                 return self._fail_unplanned(job, reaction.reason, f"{text}; {reaction.hint}")

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 
 from inference_pod.local.samples import generate_corpus
-from ocrjob_operator.api.names import GROUP, PLURAL, VERSION
+from ocrjob_operator.api.client import Client
 from tests.e2e.operator_harness import (
     Jobs,
     OperatorProcess,
@@ -29,6 +28,12 @@ from tests.support.procs import tail, wait_until
 SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
 
 
+@pytest.fixture(scope="session")
+def k8s_client(cluster: Any) -> Client:
+    """A cluster-admin `Client`: the same client (and error types) as the operator and the CLI."""
+    return cluster.client()
+
+
 @pytest.fixture(scope="module")
 def installed(cluster: Any) -> Path:
     install(cluster.kubeconfig)
@@ -36,9 +41,8 @@ def installed(cluster: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def op_kubeconfig(installed: Path, k8s_api: kubernetes.client.ApiClient,
-                  tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return operator_kubeconfig(k8s_api, installed, tmp_path_factory.mktemp("operator") / "kubeconfig")
+def op_kubeconfig(installed: Path, k8s_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return operator_kubeconfig(k8s_client, installed, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +87,18 @@ class Env:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def running_pods(self, job: str) -> list[str]:
-        return [p.metadata.name for p in self.jobs.pods(job) if p.status.phase == "Running"
-                and any(c.state.running for c in p.status.container_statuses or [])]
+        def running(pod: dict[str, Any]) -> bool:
+            status = pod.get("status") or {}
+            return status.get("phase") == "Running" and any(
+                (c.get("state") or {}).get("running") is not None for c in status.get("containerStatuses") or [])
+
+        return [p["metadata"]["name"] for p in self.jobs.pods(job) if running(p)]
 
 
 @pytest.fixture
-def env(cluster: Any, k8s_api: kubernetes.client.ApiClient, namespace: str, s3_server: Any, s3_bucket: str,
+def env(cluster: Any, k8s_client: Client, namespace: str, s3_server: Any, s3_bucket: str,
         op_kubeconfig: Path, models_env: None, tmp_path: Path) -> Iterator[Env]:
-    jobs = Jobs(k8s_api, namespace)
+    jobs = Jobs(k8s_client, namespace)
     jobs.create_secret(s3_server.access_key, s3_server.secret_key)
     operator = OperatorProcess(op_kubeconfig, namespace, tmp_path)
     pods = PodRecorder(cluster.api_client, namespace).start()
@@ -101,11 +109,10 @@ def env(cluster: Any, k8s_api: kubernetes.client.ApiClient, namespace: str, s3_s
     finally:
         # Remove the jobs while the operator still runs (it owns their finalizer), then stop it.
         try:
-            for job in jobs.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+            for job in jobs.listed():
                 jobs.delete(job["metadata"]["name"])
             if operator.running():
-                wait_until(lambda: not jobs.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL)["items"], timeout=60, what="OcrJobs to be deleted")
+                wait_until(lambda: not jobs.listed(), timeout=60, what="OcrJobs to be deleted")
         finally:
             operator.stop()
             pods.stop()

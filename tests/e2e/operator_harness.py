@@ -1,5 +1,7 @@
 """Helpers for the operator's end-to-end tests: install from manifests/, run the operator as a process with
-its ServiceAccount's identity (so RBAC is really exercised), watch pods, build OcrJobs, upload documents."""
+its ServiceAccount's identity (so RBAC is really exercised), watch pods, build OcrJobs, upload documents.
+Requests go through the operator's and the CLI's own `Client`; only the pod watch uses the kubernetes client
+directly (the Client has no watch)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from ocrjob_operator.api.client import Client, KubeError, NotFound
 from ocrjob_operator.api.names import GROUP, LABEL_JOB, PLURAL, VERSION
 from tests.support.controlplane import venv_tool
 from tests.support.pki import write_kubeconfig
@@ -52,11 +55,9 @@ def install(admin_kubeconfig: Path) -> None:
             str(REPO / "manifests"))
 
 
-def operator_kubeconfig(api: kubernetes.client.ApiClient, admin_kubeconfig: Path, dest: Path) -> Path:
+def operator_kubeconfig(client: Client, admin_kubeconfig: Path, dest: Path) -> Path:
     """A kubeconfig with a token of the operator's ServiceAccount (TokenRequest), like its pod would get."""
-    core = kubernetes.client.CoreV1Api(api)
-    token = core.create_namespaced_service_account_token(
-        OPERATOR_SA, OPERATOR_NAMESPACE, {"spec": {"expirationSeconds": 6 * 3600}}).status.token
+    token = client.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SA, 6 * 3600)
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     return write_kubeconfig(dest, server=cluster["server"], ca=Path(cluster["certificate-authority"]),
@@ -198,32 +199,35 @@ def ocrjob(name: str, namespace: str, bucket: str, endpoint: str, **spec: Any) -
 class Jobs:
     """OcrJob CRUD for tests (cluster-admin: the test plays the user)."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.core = kubernetes.client.CoreV1Api(api)
+    def __init__(self, client: Client, namespace: str) -> None:
+        self.client = client
         self.namespace = namespace
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        return self.client.create_job(self.namespace, body)
 
     def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return self.client.get_job(self.namespace, name)
+
+    def listed(self) -> list[dict[str, Any]]:
+        return self.client.list_jobs(self.namespace)
 
     def exists(self, name: str) -> bool:
         try:
             self.get(name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        except NotFound:
+            return False
         return True
 
     def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+        return self.client.patch_job(self.namespace, name, patch)
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.client.patch_job_status(self.namespace, name, status)
 
     def delete(self, name: str) -> None:
-        with contextlib.suppress(ApiException):
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        with contextlib.suppress(KubeError):
+            self.client.delete_job(self.namespace, name)
 
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status") or {}
@@ -237,17 +241,18 @@ class Jobs:
                           on_timeout=lambda: f"status: {self.status(name)}")
 
     def events(self, name: str) -> list[tuple[str, str]]:
-        items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
+        items = self.client.list_events(self.namespace, f"involvedObject.name={name}")
         # In the order they were written: creationTimestamp has 1-second resolution and ties come back in name
         # order; the resourceVersion (etcd's revision here) orders every write. The operator never updates
         # an event, so it is the creation order.
-        return [(e.reason, e.message) for e in sorted(items, key=lambda e: int(e.metadata.resource_version))]
+        return [(e.get("reason"), e.get("message")) for e in
+                sorted(items, key=lambda e: int(e["metadata"]["resourceVersion"]))]
 
-    def pods(self, name: str) -> list[Any]:
-        return self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL_JOB}={name}").items
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        return self.client.list_pods(self.namespace, f"{LABEL_JOB}={name}")
 
     def create_secret(self, access_key: str, secret_key: str, name: str = "s3-credentials") -> None:
-        self.core.create_namespaced_secret(self.namespace, {"metadata": {"name": name}, "stringData": {
+        self.client.create_secret(self.namespace, {"metadata": {"name": name}, "stringData": {
             "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}})
 
 

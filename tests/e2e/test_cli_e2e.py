@@ -132,7 +132,7 @@ def test_a_failed_job_exits_3_with_the_reason(env: Env, shell: dict[str, str]) -
     assert "Failed" in ocrjob(shell, "status", "nosa").stdout  # status itself succeeds: exit 0
 
 
-def test_rejected_specs_exit_5_with_the_apiservers_words(installed: Path, k8s_api: Any, namespace: str,
+def test_rejected_specs_exit_5_with_the_apiservers_words(installed: Path, k8s_client: Any, namespace: str,
                                                          shell: dict[str, str]) -> None:
     flags = ["--input", "s3://bkt/in", "--image", "i", "--shards", "1", "--device", "cpu"]
     inside = ocrjob(shell, "submit", *flags, "--output", "s3://bkt/in/results", "--wait", "--timeout", "1m")
@@ -156,7 +156,7 @@ def test_rejected_specs_exit_5_with_the_apiservers_words(installed: Path, k8s_ap
     missing = ocrjob(shell, "status", "nope")
     assert missing.returncode == ExitCode.NOT_FOUND and 'ocrjobs.ocrjob.dev "nope" not found' in missing.stderr
     assert ocrjob(shell, "list", "-o", "name").stdout.split() == ["twice"]  # nothing else was created
-    Jobs(k8s_api, namespace).delete("twice")  # no operator here: it has no finalizer yet
+    Jobs(k8s_client, namespace).delete("twice")  # no operator here: it has no finalizer yet
 
 
 def test_timeout_exits_4_and_cancel_on_timeout_deletes_the_job(env: Env, shell: dict[str, str]) -> None:

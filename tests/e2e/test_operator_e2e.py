@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from inference_pod.job import layout
-from ocrjob_operator.api.names import GROUP, PLURAL, VERSION
+from ocrjob_operator.api.client import Client, KubeError
 from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import (
     REPO,
@@ -241,28 +239,27 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("change", "message"), INVALID, ids=[m.split(":")[0][:30] for _, m in INVALID])
-def test_invalid_ocrjobs_are_rejected_with_a_fix(installed: Path, k8s_api: kubernetes.client.ApiClient,
+def test_invalid_ocrjobs_are_rejected_with_a_fix(installed: Path, k8s_client: Client,
                                                 namespace: str, change: dict[str, Any], message: str) -> None:
     body = ocrjob("invalid", namespace, "bucket", "http://127.0.0.1:1")
     body["spec"].update(change)
-    with pytest.raises(ApiException) as err:
-        Jobs(k8s_api, namespace).create(body)
-    assert err.value.status == 422 and message in json.loads(err.value.body)["message"], err.value.body
+    with pytest.raises(KubeError) as err:
+        Jobs(k8s_client, namespace).create(body)
+    assert err.value.status == 422 and message in err.value.message, err.value.message
 
 
-def test_long_names_and_planned_locations_are_rejected(installed: Path, k8s_api: kubernetes.client.ApiClient,
+def test_long_names_and_planned_locations_are_rejected(installed: Path, k8s_client: Client,
                                                        namespace: str) -> None:
-    jobs = Jobs(k8s_api, namespace)
-    with pytest.raises(ApiException) as err:
+    jobs = Jobs(k8s_client, namespace)
+    with pytest.raises(KubeError) as err:
         jobs.create(ocrjob("x" * 51, namespace, "bucket", "http://127.0.0.1:1"))
-    assert "at most 50 characters" in err.value.body
+    assert "at most 50 characters" in err.value.message
     jobs.create(ocrjob("planned", namespace, "bucket", "http://127.0.0.1:1"))
     jobs.patch("planned", {"spec": {"output": {"uri": "s3://bucket/elsewhere"}}})  # not planned yet: allowed
-    jobs.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "planned", {
-        "status": {"planLocation": "s3://bucket/elsewhere/_ocrjob/u/plan.json"}})
-    with pytest.raises(ApiException) as err:
+    jobs.patch_status("planned", {"planLocation": "s3://bucket/elsewhere/_ocrjob/u/plan.json"})
+    with pytest.raises(KubeError) as err:
         jobs.patch("planned", {"spec": {"input": {"uri": "s3://bucket/other"}}})
-    assert err.value.status == 422 and "cannot change once the job is planned" in err.value.body
+    assert err.value.status == 422 and "cannot change once the job is planned" in err.value.message
     jobs.patch("planned", {"spec": {"parallelism": 3, "suspend": True}})  # everything else stays editable
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import kubernetes
 
 from inference_pod.models import default_cache_dir
+from ocrjob_operator.api.client import Client, load_config
 from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir
 from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
@@ -57,6 +58,10 @@ class LocalCluster:
     def api_client(self) -> kubernetes.client.ApiClient:
         """A fresh cluster-admin ApiClient (not shared between threads: make one per thread)."""
         return self.control_plane.api_client()
+
+    def client(self) -> Client:
+        """A cluster-admin `Client` (the operator's and the CLI's client; safe to share between threads)."""
+        return Client(load_config(str(self.kubeconfig), env={}).configuration)
 
     def start(self) -> LocalCluster:
         began = time.monotonic()

@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from inference_pod.job import exit_codes as loader_codes
 from ocrjob_cli.exit import DESCRIPTIONS, CliError, ExitCode, markdown_table
 from ocrjob_cli.jobs import _check_secret, _pick_pods, _split_timestamp, register
+from ocrjob_cli.kube import cli_error
 from ocrjob_cli.render import human_duration, list_table, results_view, status_view
+from ocrjob_operator.api.client import Forbidden
 
 COMMANDS = ("submit", "status", "list", "logs", "cancel", "suspend", "resume", "results", "retry")
 
@@ -192,7 +194,9 @@ def test_the_credentials_secret_is_checked_before_the_job_exists() -> None:
     with pytest.raises(CliError) as err:
         _check_secret(SecretApi({"AWS_ACCESS_KEY_ID", "other"}), spec)  # type: ignore[arg-type]
     assert "lacks key(s) AWS_SECRET_ACCESS_KEY, TOKEN (it has: AWS_ACCESS_KEY_ID, other)" in err.value.message
-    forbidden = CliError(ExitCode.CLUSTER, "reading Secret team/s3: forbidden: User cannot get secrets")
+    forbidden = cli_error(Forbidden(403, "User cannot get secrets"), "reading Secret team/s3")
     _check_secret(SecretApi(forbidden), spec)  # type: ignore[arg-type]  # cannot check: submit anyway
+    with pytest.raises(CliError):  # the type decides, not the words
+        _check_secret(SecretApi(CliError(ExitCode.CLUSTER, "forbidden")), spec)  # type: ignore[arg-type]
     with pytest.raises(CliError):
         _check_secret(SecretApi(CliError(ExitCode.CLUSTER, "cannot reach", transient=True)), spec)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""Cluster access of the CLI: kubeconfig/context/namespace as kubectl resolves them, and apiserver errors that
-say what to do. No cluster: kubeconfig files are written here, error bodies are the apiserver's real ones."""
+"""Cluster access of the CLI: each configuration problem and each typed Kubernetes error becomes one exit code and
+a message that says what to do (resolution and classification: tests/unit/ocrjob_operator/api/test_client.py).
+No cluster: kubeconfig files are written here, error bodies are the apiserver's real ones."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import yaml
 
 from ocrjob_cli.exit import CliError, ExitCode
-from ocrjob_cli.kube import api_error, connect, kubeconfig_paths, rejection_lines
+from ocrjob_cli.kube import cli_error, connect
+from ocrjob_operator.api.client import Forbidden, NotFound, QuotaExceeded, Unavailable, answer_error
 
 
 def kubeconfig(path: Path, contexts: dict[str, str | None], current: str, server: str = "https://127.0.0.1:6443",
@@ -27,32 +29,8 @@ def kubeconfig(path: Path, contexts: dict[str, str | None], current: str, server
     return path
 
 
-def test_namespace_comes_from_the_flag_then_the_context_then_default(tmp_path: Path) -> None:
-    path = kubeconfig(tmp_path / "config", {"dev": "team-a", "prod": None}, current="dev")
-    env: dict[str, str] = {}
-    target = connect(str(path), env=env)
-    assert (target.namespace, target.context, target.server) == ("team-a", "dev", "https://127.0.0.1:6443")
-    assert connect(str(path), namespace="mine", env=env).namespace == "mine"
-    assert connect(str(path), context="prod", env=env).namespace == "default"
-    assert "context 'prod'" in connect(str(path), context="prod", env=env).describe()
-
-
-def test_the_bearer_token_is_sent(tmp_path: Path) -> None:
-    # kubernetes 36.0.0 stores the token where it never reads it (kubernetes-client/python#2582).
-    target = connect(str(kubeconfig(tmp_path / "config", {"dev": None}, "dev")), env={})
-    assert target.configuration.auth_settings()["BearerToken"]["value"] == "Bearer secret-token"
-
-
-def test_kubeconfig_env_merges_files_like_kubectl(tmp_path: Path) -> None:
-    first = kubeconfig(tmp_path / "a", {"a": "ns-a"}, current="a")
-    second = kubeconfig(tmp_path / "b", {"b": "ns-b"}, current="b")
-    env = {"KUBECONFIG": f"{first}:{tmp_path / 'missing'}:{second}"}
-    assert kubeconfig_paths(None, env) == [str(first), str(tmp_path / "missing"), str(second)]
-    assert connect(env=env).namespace == "ns-a"  # the first file's current-context wins
-    assert connect(context="b", env=env).namespace == "ns-b"
-
-
 def test_kubeconfig_problems_are_explained(tmp_path: Path) -> None:
+    # The caller's --kubeconfig/--context naming nothing is a usage error; a broken environment is CLUSTER.
     path = kubeconfig(tmp_path / "config", {"dev": None}, "dev")
     with pytest.raises(CliError) as err:
         connect(str(tmp_path / "nope"), env={})
@@ -69,6 +47,7 @@ def test_kubeconfig_problems_are_explained(tmp_path: Path) -> None:
     with pytest.raises(CliError) as err:
         connect(str(broken), env={})
     assert err.value.code is ExitCode.CLUSTER and "not usable" in err.value.message
+    assert connect(str(path), namespace="mine", env={}).namespace == "mine"
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> str:
@@ -102,15 +81,29 @@ INVALID = status(422, "Invalid", 'OcrJob.ocrjob.dev "x" is invalid: [spec.device
     (500, "etcdserver: request timed out", ExitCode.CLUSTER, "answered 500: etcdserver: request timed out"),
 ])
 def test_apiserver_errors(code: int, body: str, exit_code: ExitCode, says: str) -> None:
-    error = api_error(code, body.encode(), "creating ocrjob ns/x")
+    typed = answer_error(code, body.encode())
+    error = cli_error(typed, "creating ocrjob ns/x")
     assert error.code is exit_code and says in error.message and error.message.startswith("creating ocrjob ns/x")
-    assert error.transient == (code == 500)
+    assert error.transient == (code == 500) and error.cause is typed
 
 
-def test_validation_causes_are_shown_verbatim() -> None:
-    doc = json.loads(INVALID)
-    assert rejection_lines(doc) == [f"{c['field']}: {c['message']}" for c in doc["details"]["causes"]]
-    assert rejection_lines({"message": "only a message"}) == ["only a message"]
+def test_transient_answers_and_no_answer() -> None:
+    for code in (502, 503, 429):
+        error = cli_error(answer_error(code, b"busy"), "listing ocrjobs")
+        assert error.code is ExitCode.CLUSTER and error.transient and f"answered {code}: busy" in error.message
+    error = cli_error(Unavailable(0, "Connection refused"), "listing ocrjobs")
+    assert error.code is ExitCode.CLUSTER and error.transient
+    assert error.message == ("listing ocrjobs: cannot reach the apiserver: Connection refused; check that the "
+                             "cluster is up and that --kubeconfig/--context point at it")
+    assert not cli_error(answer_error(405, b"no"), "x").transient
+
+
+def test_decisions_read_the_cause_not_the_message() -> None:
+    quota = cli_error(answer_error(403, status(403, "Forbidden", "exceeded quota: q")), "creating pod")
+    assert quota.code is ExitCode.CLUSTER and isinstance(quota.cause, QuotaExceeded)
+    assert isinstance(quota.cause, Forbidden)
+    gone = cli_error(answer_error(404, status(404, "NotFound", 'secrets "s" not found', kind="secrets")), "reading")
+    assert gone.code is ExitCode.NOT_FOUND and isinstance(gone.cause, NotFound)
 
 
 def test_an_unreachable_apiserver_is_a_cluster_error(tmp_path: Path) -> None:

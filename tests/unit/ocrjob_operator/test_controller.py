@@ -12,6 +12,7 @@ import pytest
 
 from inference_pod.job import layout
 from inference_pod.job.storage import LocalStorage, ObjectNotFound
+from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
 from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID
 from ocrjob_operator.controller import Controller, JobMemo
 
@@ -478,3 +479,27 @@ def test_a_pod_created_but_not_listed_yet_counts_against_parallelism(world) -> N
     clock.t += 60
     ctl.reconcile("ns", "job")
     assert kube.created == ["job-s0-a0"]
+
+
+@pytest.mark.parametrize(("error", "fails"), [
+    (Invalid(422, 'Pod "job-s0-a0" is invalid: spec.containers[0].image: Required value'), True),
+    (Forbidden(403, 'pods "job-s0-a0" is forbidden: error looking up service account ns/nope'), True),
+    (QuotaExceeded(403, 'pods "job-s0-a0" is forbidden: exceeded quota: compute'), False),
+    (Unavailable(503, "etcdserver: leader changed"), False),
+])
+def test_a_rejected_pod_fails_the_job_and_a_full_namespace_waits(world, error: KubeError, fails: bool) -> None:
+    kube, _storage, _events, _clock, controller = world()
+    ctl = controller()
+    ctl.reconcile("ns", "job")  # planned
+
+    def refuse(pod: dict[str, Any]) -> bool:
+        raise error
+
+    kube.create_pod = refuse
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    if fails:
+        assert status["phase"] == "Failed" and "PodRejected" in json.dumps(status["conditions"])
+        assert error.message in status["message"]
+    else:
+        assert status["phase"] != "Failed" and f"cannot create pods yet: {error.message}" in status["message"]
