@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ocrjob_operator.api.spec import MAX_BACKOFF_SECONDS, parse_spec
+from ocrjob_operator.api.fields import MAX_BACKOFF_SECONDS
+from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.classify import Category, PodOutcome
 from ocrjob_operator.decide import (
     DISRUPTION_RETRY_SECONDS,
