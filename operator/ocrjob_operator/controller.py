@@ -23,6 +23,8 @@ from inference_pod.job.plan import PlanError, ShardingPolicy, load_plan, make_pl
 from inference_pod.job.storage import StorageError
 from inference_pod.job.summary import write_job_summary
 from ocrjob_operator import metrics
+from ocrjob_operator.api.names import parse_pod_name
+from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
 from ocrjob_operator.classify import Category, PodOutcome, classify_pod, parse_time
 from ocrjob_operator.decide import Decision, ShardPhase, ShardState, StallTracker, decide, shard_states
@@ -40,7 +42,7 @@ PLANNING_BACKOFF = (5, 10, 20, 40, 80, 160, 300)
 CREATED_GRACE_SECONDS = 30.0  # a pod we created but cannot list yet still counts against parallelism
 SUMMARY_ATTEMPTS = 5
 FIRST_HEARTBEAT_GRACE = 300.0  # seconds a running pod may take to write its first heartbeat
-FINISHED = ("Succeeded", "Failed")
+FINISHED = tuple(p for p in Phase if p.is_finished())
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (job, type, reason, message)
 
@@ -85,7 +87,7 @@ class Controller:
             spec = parse_spec(job.get("spec") or {})
         except SpecError as exc:
             if status.get("phase") not in FINISHED:
-                self._write(job, unplanned_status("Failed", "InvalidSpec", str(exc), _generation(job), status,
+                self._write(job, unplanned_status(Phase.FAILED, "InvalidSpec", str(exc), _generation(job), status,
                                                   self.clock()))
                 self.emit(job, "Warning", "InvalidSpec", str(exc))
             return IDLE_SECONDS
@@ -102,8 +104,8 @@ class Controller:
         attempts = int(status.get("planningAttempts") or 0)
         if self.monotonic() < memo.planning_retry_at:
             return memo.planning_retry_at - self.monotonic()
-        if status.get("phase") != "Planning":
-            self._write(job, unplanned_status("Planning", "Planning", f"listing {spec.input_uri}", _generation(job),
+        if status.get("phase") != Phase.PLANNING:
+            self._write(job, unplanned_status(Phase.PLANNING, "Planning", f"listing {spec.input_uri}", _generation(job),
                                               status, now, attempts))
         started = self.monotonic()
         try:
@@ -126,7 +128,7 @@ class Controller:
             delay = PLANNING_BACKOFF[min(attempts - 1, len(PLANNING_BACKOFF) - 1)]
             memo.planning_retry_at = self.monotonic() + delay
             message = f"cannot plan yet: {text}; retry {attempts}/{MAX_PLANNING_ATTEMPTS - 1} in {delay}s"
-            self._write(job, unplanned_status("Pending", "WaitingForStorage", message, _generation(job), status,
+            self._write(job, unplanned_status(Phase.PENDING, "WaitingForStorage", message, _generation(job), status,
                                               self.clock(), attempts))
             self.emit(job, "Warning", "PlanningDelayed", message)
             return float(delay)
@@ -151,7 +153,8 @@ class Controller:
     def _fail_unplanned(self, job: dict[str, Any], reason: str, message: str, attempts: int | None = None) -> float:
         status = job.get("status") or {}
         attempts = int(status.get("planningAttempts") or 0) if attempts is None else attempts
-        self._write(job, unplanned_status("Failed", reason, message, _generation(job), status, self.clock(), attempts))
+        self._write(job, unplanned_status(Phase.FAILED, reason, message, _generation(job), status, self.clock(),
+                                          attempts))
         self.emit(job, "Warning", reason, message)
         return IDLE_SECONDS
 
@@ -342,10 +345,10 @@ class Controller:
             if shard["index"] not in before:
                 self.emit(job, "Warning", "ShardFailed",
                           f"shard {shard['index']} failed for good: {shard['reason']}: {shard['message']}")
-        if old.get("phase") != new.get("phase") and new.get("phase") in ("Suspended", "Running"):
-            if new["phase"] == "Suspended":
+        if old.get("phase") != new.get("phase") and new.get("phase") in (Phase.SUSPENDED, Phase.RUNNING):
+            if new["phase"] == Phase.SUSPENDED:
                 self.emit(job, "Normal", "Suspended", "spec.suspend is true: no new shard pods; running ones stop")
-            elif old.get("phase") == "Suspended":
+            elif old.get("phase") == Phase.SUSPENDED:
                 self.emit(job, "Normal", "Resumed", "spec.suspend is false: shards continue")
 
     # -- finishing -------------------------------------------------------------------------------------
@@ -379,7 +382,7 @@ class Controller:
         desired = compute_status(observed, status)
         self._events_for_transitions(job, status, desired, states)
         self._write(job, desired)
-        kind = "Normal" if desired["phase"] == "Succeeded" else "Warning"
+        kind = "Normal" if desired["phase"] == Phase.SUCCEEDED else "Warning"
         self.emit(job, kind, desired["phase"], desired["message"] + (
             f"; summary at {observed.summary_location}" if observed.summary_location else ""))
         job = dict(job, status={**status, **desired})
@@ -393,9 +396,9 @@ class Controller:
             phase = (pod.get("status") or {}).get("phase")
             if phase not in FINISHED:
                 self.kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
-        desired = {**status, **unplanned_status("Failed", reason, message, _generation(job), status, self.clock(),
+        desired = {**status, **unplanned_status(Phase.FAILED, reason, message, _generation(job), status, self.clock(),
                                                 int(status.get("planningAttempts") or 0))}
-        desired["conditions"] = [dict(c, status="True") if c["type"] == "Planned" else c
+        desired["conditions"] = [dict(c, status="True") if c["type"] == ConditionType.PLANNED else c
                                  for c in desired["conditions"]]
         if storage is not None:
             try:
@@ -482,9 +485,9 @@ def _api_message(exc: ApiException) -> str:
 
 def _created_placeholder(name: str, at: float, now: float, mono: float) -> PodOutcome:
     """A pod this process created that the listing does not show yet: count it as pending."""
-    _, _, rest = name.rpartition("-s")
-    shard, _, attempt = rest.partition("-a")
-    return PodOutcome(name=name, shard=int(shard), attempt=int(attempt), category=Category.PENDING,
+    parsed = parse_pod_name(name)
+    assert parsed is not None, name  # this process named it (podspec.build_pod)
+    return PodOutcome(name=name, shard=parsed.shard, attempt=parsed.attempt, category=Category.PENDING,
                       reason="Created", created_at=now - (mono - at))
 
 

@@ -4,6 +4,7 @@ that say what to install instead of a traceback. Packages are made unimportable 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ def ocrjob_without(blocked: tuple[str, ...], *args: str) -> subprocess.Completed
         f"main({list(args)!r})\n"
     )
     return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "250", "HOME": str(REPO / ".no-home")})
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "250", "HOME": str(REPO / ".no-home"),
+                               # the child imports the code under test, not whatever an editable install points at
+                               "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
 
 
 def test_cluster_commands_work_without_the_ocr_stack(tmp_path: Path) -> None:

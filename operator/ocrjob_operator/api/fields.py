@@ -57,6 +57,11 @@ class SpecField:
         return self.attr or self.flag.split("/")[0].removeprefix("--").replace("-", "_")
 
     @property
+    def flag_type(self) -> type:
+        """What the flag takes: a duration is text (15m), the rest is the field's type."""
+        return str if self.convert is Convert.SECONDS else self.type
+
+    @property
     def option(self) -> str:
         """The flag as it appears in messages (the first of a pair)."""
         assert self.flag is not None, self.path
