@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ocrjob_cli.exit import CliError, ExitCode
-from ocrjob_operator.api.fields import FLAGGED, Convert, SpecField
+from ocrjob_operator.api.fields import FLAGGED, Convert, SpecField, default
 from ocrjob_operator.api.names import API_VERSION, GROUP, KIND, MAX_JOB_NAME
 
 # Links between a retry job and its original (labels can be selected on; annotations carry the details).
@@ -233,7 +233,7 @@ def secret_requirements(spec: dict[str, Any]) -> tuple[str, list[str]] | None:
     ref = _get_path(spec, "s3.credentialsSecret")
     if not isinstance(ref, dict) or not ref.get("name"):
         return None
-    keys = [ref.get("accessKeyIdKey") or "AWS_ACCESS_KEY_ID", ref.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY"]
+    keys = [ref.get(key) or default(f"s3.credentialsSecret.{key}") for key in ("accessKeyIdKey", "secretAccessKeyKey")]
     if ref.get("sessionTokenKey"):
         keys.append(ref["sessionTokenKey"])
     return ref["name"], keys

@@ -78,6 +78,12 @@ def choice(path: str) -> Schema:
     return node
 
 
+def described(path: str, **extra: Any) -> Schema:
+    """A string field of the table with a default."""
+    declared = F.BY_PATH[path]
+    return string(declared.description, default=declared.default, **extra)
+
+
 def boolean(path: str) -> Schema:
     declared = F.BY_PATH[path]
     return {"type": "boolean", "default": declared.default, "description": declared.description}
@@ -142,11 +148,10 @@ def _spec_schema() -> Schema:
                     "variables (secretKeyRef) and the operator reads it to plan and to follow progress. Omit it to "
                     "use ambient credentials (workload identity) in the operator and the pods.", {
                         "name": string("Secret name.", maxLength=253, pattern=S.DNS_SUBDOMAIN_RE),
-                        "accessKeyIdKey": string("Data key holding the access key id. Default AWS_ACCESS_KEY_ID.",
-                                                 default="AWS_ACCESS_KEY_ID", pattern=S.ENV_KEY_RE, maxLength=253),
-                        "secretAccessKeyKey": string("Data key holding the secret key. Default "
-                                                     "AWS_SECRET_ACCESS_KEY.", default="AWS_SECRET_ACCESS_KEY",
-                                                     pattern=S.ENV_KEY_RE, maxLength=253),
+                        "accessKeyIdKey": described("s3.credentialsSecret.accessKeyIdKey", pattern=S.ENV_KEY_RE,
+                                                    maxLength=253),
+                        "secretAccessKeyKey": described("s3.credentialsSecret.secretAccessKeyKey",
+                                                        pattern=S.ENV_KEY_RE, maxLength=253),
                         "sessionTokenKey": string("Optional data key holding a session token.",
                                                   pattern=S.ENV_KEY_RE, maxLength=253),
                     }, required=["name"]),

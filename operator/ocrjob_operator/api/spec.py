@@ -48,8 +48,8 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class SecretRef:
     name: str
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    access_key_id_key: str = F.default("s3.credentialsSecret.accessKeyIdKey")
+    secret_access_key_key: str = F.default("s3.credentialsSecret.secretAccessKeyKey")
     session_token_key: str | None = None
 
 
