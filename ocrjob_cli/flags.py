@@ -14,12 +14,13 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 import yaml
 
 from ocrjob_cli.exit import CliError, ExitCode
+from ocrjob_operator.api.fields import FLAGGED, Convert, SpecField, default
 from ocrjob_operator.api.names import API_VERSION, GROUP, KIND, MAX_JOB_NAME
 
 # Links between a retry job and its original (labels can be selected on; annotations carry the details).
@@ -63,82 +64,31 @@ def _int_or_str(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def _seconds(flag: str) -> Callable[[str], int]:
-    def convert(value: str) -> int:
-        return int(parse_duration(value, flag))
-    return convert
-
-
 # -- flags → spec ------------------------------------------------------------------------------------------------
-@dataclass
-class SubmitFlags:
-    """The spec flags of `ocrjob submit`; None (or empty) means "not given": the file's value or the CRD's default
-    stays. Field metadata: the spec path, the flag name (for messages), and a converter."""
+CONVERTERS: dict[Convert, Callable[[str, str], Any]] = {  # (value, flag) -> spec value; pairs convert each value
+    Convert.SECONDS: lambda value, flag: int(parse_duration(value, flag)),
+    Convert.QUANTITIES: lambda value, flag: _int_or_str(value),
+    Convert.PAIRS: lambda value, flag: value,
+}
 
-    input: str | None = field(default=None, metadata={"path": "input.uri", "flag": "--input"})
-    input_manifest: str | None = field(default=None, metadata={"path": "input.manifest", "flag": "--input-manifest"})
-    output: str | None = field(default=None, metadata={"path": "output.uri", "flag": "--output"})
-    image: str | None = field(default=None, metadata={"path": "image", "flag": "--image"})
-    image_pull_policy: str | None = field(default=None, metadata={"path": "imagePullPolicy",
-                                                                  "flag": "--image-pull-policy"})
-    image_pull_secrets: list[str] = field(default_factory=list, metadata={
-        "path": "imagePullSecrets", "flag": "--image-pull-secret", "convert": lambda v: [{"name": n} for n in v]})
-    s3_endpoint: str | None = field(default=None, metadata={"path": "s3.endpoint", "flag": "--s3-endpoint"})
-    s3_region: str | None = field(default=None, metadata={"path": "s3.region", "flag": "--s3-region"})
-    path_style: bool | None = field(default=None, metadata={"path": "s3.pathStyle", "flag": "--path-style"})
-    credentials_secret: str | None = field(default=None, metadata={"path": "s3.credentialsSecret.name",
-                                                                   "flag": "--credentials-secret"})
-    shards: int | None = field(default=None, metadata={"path": "sharding.shardCount", "flag": "--shards"})
-    target_shard_size: str | None = field(default=None, metadata={"path": "sharding.targetShardSize",
-                                                                  "flag": "--target-shard-size"})
-    parallelism: int | None = field(default=None, metadata={"path": "parallelism", "flag": "--parallelism"})
-    device: str | None = field(default=None, metadata={"path": "device", "flag": "--device"})
-    workers_per_pod: int | None = field(default=None, metadata={"path": "workersPerPod", "flag": "--workers-per-pod"})
-    requests: list[str] = field(default_factory=list, metadata={
-        "path": "resources.requests", "flag": "--request", "pairs": True, "convert": _int_or_str})
-    limits: list[str] = field(default_factory=list, metadata={
-        "path": "resources.limits", "flag": "--limit", "pairs": True, "convert": _int_or_str})
-    node_selector: list[str] = field(default_factory=list, metadata={"path": "nodeSelector",
-                                                                     "flag": "--node-selector", "pairs": True})
-    priority_class: str | None = field(default=None, metadata={"path": "priorityClassName",
-                                                               "flag": "--priority-class"})
-    service_account: str | None = field(default=None, metadata={"path": "serviceAccountName",
-                                                                "flag": "--service-account"})
-    queue: str | None = field(default=None, metadata={"path": "queueName", "flag": "--queue"})
-    det_model_name: str | None = field(default=None, metadata={"path": "models.detection.name",
-                                                               "flag": "--det-model-name"})
-    det_model_dir: str | None = field(default=None, metadata={"path": "models.detection.location",
-                                                              "flag": "--det-model-dir"})
-    rec_model_name: str | None = field(default=None, metadata={"path": "models.recognition.name",
-                                                               "flag": "--rec-model-name"})
-    rec_model_dir: str | None = field(default=None, metadata={"path": "models.recognition.location",
-                                                              "flag": "--rec-model-dir"})
-    page_batch_size: int | None = field(default=None, metadata={"path": "ocr.pageBatchSize",
-                                                                "flag": "--page-batch-size"})
-    rec_batch_size: int | None = field(default=None, metadata={"path": "ocr.recBatchSize", "flag": "--rec-batch-size"})
-    det_limit_side_len: int | None = field(default=None, metadata={"path": "ocr.detLimitSideLen",
-                                                                   "flag": "--det-limit-side-len"})
-    max_pixels: int | None = field(default=None, metadata={"path": "ocr.maxPixels", "flag": "--max-pixels"})
-    max_pages: int | None = field(default=None, metadata={"path": "ocr.maxPages", "flag": "--max-pages"})
-    max_item_bytes: int | None = field(default=None, metadata={"path": "ocr.maxItemBytes", "flag": "--max-item-bytes"})
-    pdf_dpi: int | None = field(default=None, metadata={"path": "ocr.pdfDpi", "flag": "--pdf-dpi"})
-    retries: int | None = field(default=None, metadata={"path": "retries.perShard", "flag": "--retries"})
-    backoff: str | None = field(default=None, metadata={"path": "retries.backoffSeconds", "flag": "--backoff",
-                                                        "convert": _seconds("--backoff")})
-    stall_timeout: str | None = field(default=None, metadata={"path": "stallTimeoutSeconds", "flag": "--stall-timeout",
-                                                              "convert": _seconds("--stall-timeout")})
-    shard_deadline: str | None = field(default=None, metadata={"path": "shardDeadlineSeconds",
-                                                               "flag": "--shard-deadline",
-                                                               "convert": _seconds("--shard-deadline")})
-    ttl: str | None = field(default=None, metadata={"path": "ttlSecondsAfterFinished", "flag": "--ttl",
-                                                    "convert": _seconds("--ttl")})
-    suspend: bool | None = field(default=None, metadata={"path": "suspend", "flag": "--suspend"})
-    pod_cleanup_policy: str | None = field(default=None, metadata={"path": "podCleanupPolicy",
-                                                                   "flag": "--pod-cleanup-policy"})
 
+def _flag_field(spec_field: SpecField) -> tuple[str, Any, Any]:
+    """The SubmitFlags field of one spec field: None (or []) means "not given"."""
+    metadata = {"path": spec_field.path, "flag": spec_field.option, "spec_field": spec_field}
+    if spec_field.type is list:
+        return spec_field.name, list[str], field(default_factory=list, metadata=metadata)
+    return spec_field.name, spec_field.flag_type | None, field(default=None, metadata=metadata)
+
+
+SubmitFlags = make_dataclass("SubmitFlags", [_flag_field(f) for f in FLAGGED])
+SubmitFlags.__module__ = __name__
+SubmitFlags.__doc__ = (
+    """The spec flags of `ocrjob submit`, one per flagged field of `ocrjob_operator.api.fields`; None (or empty)
+    means "not given": the file's value or the CRD's default stays. Field metadata: the spec path, the flag name
+    (for messages) and the spec field (its converter).""")
 
 # What a job cannot do without, and the flag that sets it (for the message when it is missing).
-REQUIRED = (("input.uri", "--input"), ("output.uri", "--output"), ("image", "--image"))
+REQUIRED = tuple((f.path, f.option) for f in FLAGGED if f.required)
 
 
 def _set_path(node: dict[str, Any], path: str, value: Any) -> None:
@@ -159,19 +109,22 @@ def _get_path(node: Any, path: str) -> Any:
     return node
 
 
-def spec_from_flags(flags: SubmitFlags) -> dict[str, Any]:
-    """Only the flags that were given, as a (partial) camelCase spec."""
+def spec_from_flags(flags: Any) -> dict[str, Any]:
+    """Only the flags that were given (a SubmitFlags), as a (partial) camelCase spec."""
     spec: dict[str, Any] = {}
     for f in fields(flags):
         value = getattr(flags, f.name)
         if value is None or value == []:
             continue
-        convert = f.metadata.get("convert")
-        if f.metadata.get("pairs"):
-            value = {k: convert(v) if convert else v for k, v in parse_pairs(value, f.metadata["flag"]).items()}
-        elif convert:
-            value = convert(value)
-        _set_path(spec, f.metadata["path"], value)
+        declared: SpecField = f.metadata["spec_field"]
+        flag = declared.option
+        if declared.convert is Convert.NAMES:
+            value = [{"name": name} for name in value]
+        elif declared.convert in (Convert.PAIRS, Convert.QUANTITIES):
+            value = {k: CONVERTERS[declared.convert](v, flag) for k, v in parse_pairs(value, flag).items()}
+        elif declared.convert is not None:
+            value = CONVERTERS[declared.convert](value, flag)
+        _set_path(spec, declared.path, value)
     return spec
 
 
@@ -239,7 +192,7 @@ def generate_prefix(prefix: str) -> str:
     return prefix if prefix.endswith("-") else prefix[: MAX_JOB_NAME - GENERATE_SUFFIX - 1] + "-"
 
 
-def build_job(flags: SubmitFlags, file_job: dict[str, Any] | None = None, *, name: str | None = None,
+def build_job(flags: Any, file_job: dict[str, Any] | None = None, *, name: str | None = None,
               generate_name: str | None = None, namespace: str | None = None, labels: list[str] | None = None,
               annotations: list[str] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
     """The OcrJob to create: the file's object (if any), the flags over it, then `--set`."""
@@ -280,7 +233,7 @@ def secret_requirements(spec: dict[str, Any]) -> tuple[str, list[str]] | None:
     ref = _get_path(spec, "s3.credentialsSecret")
     if not isinstance(ref, dict) or not ref.get("name"):
         return None
-    keys = [ref.get("accessKeyIdKey") or "AWS_ACCESS_KEY_ID", ref.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY"]
+    keys = [ref.get(key) or default(f"s3.credentialsSecret.{key}") for key in ("accessKeyIdKey", "secretAccessKeyKey")]
     if ref.get("sessionTokenKey"):
         keys.append(ref["sessionTokenKey"])
     return ref["name"], keys

@@ -27,8 +27,10 @@ from rich.markup import escape
 
 from ocrjob_cli.exit import CliError, ExitCode
 from ocrjob_cli.flags import SubmitFlags, build_job, parse_duration, parse_job_file, secret_requirements
+from ocrjob_cli.options import PANEL_JOB, with_spec_options
 from ocrjob_operator.api.client import Forbidden
-from ocrjob_operator.api.names import CONTAINER_NAME, LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_SHARD
+from ocrjob_operator.api.names import CONTAINER_NAME, LABEL_ATTEMPT, LABEL_JOB_UID, LABEL_SHARD, parse_pod_name
+from ocrjob_operator.api.phases import is_finished
 
 if TYPE_CHECKING:
     from ocrjob_cli.kube import OcrJobApi
@@ -41,7 +43,7 @@ def _panel(name: str) -> Any:
     return functools.partial(typer.Option, rich_help_panel=name)
 
 
-JobOpt, S3Opt, PodOpt, OcrOpt = _panel("Job"), _panel("S3"), _panel("Shards and pods"), _panel("OCR")
+JobOpt = _panel(PANEL_JOB)
 AccessOpt, WaitOpt = _panel("Cluster access"), _panel("Waiting (--wait)")
 
 # -- shared options ----------------------------------------------------------------------------------------------
@@ -189,57 +191,13 @@ def _wait(api: OcrJobApi, job: dict[str, Any], timeout: str, progress: str, canc
 
 
 # -- submit ------------------------------------------------------------------------------------------------------
+@with_spec_options(after="generate_name")
 def submit(
     file: Annotated[str | None, JobOpt("--file", "-f", help="An OcrJob YAML/JSON file ('-': stdin); flags "
                                              "override its values.")] = None,
     name: Annotated[str | None, JobOpt(help="Job name (default: the file's, else generated).")] = None,
     generate_name: Annotated[str | None, JobOpt(help="Name prefix; the apiserver appends 5 random "
                                                       "characters (unique names for CI).")] = None,
-    input: Annotated[str | None, JobOpt("--input", "-i", help="s3://bucket/prefix to OCR.")] = None,
-    output: Annotated[str | None, JobOpt("--output", "-o", help="s3://bucket/prefix for results (not inside "
-                                               "the input).")] = None,
-    input_manifest: Annotated[str | None, JobOpt(help="s3://bucket/key of a key list: only these keys.")] = None,
-    image: Annotated[str | None, PodOpt(help="Inference image.")] = None,
-    image_pull_policy: Annotated[str | None, PodOpt(help="Always, IfNotPresent or Never.")] = None,
-    image_pull_secret: Annotated[list[str] | None, PodOpt(help="Image pull Secret (repeatable).")] = None,
-    s3_endpoint: Annotated[str | None, S3Opt(help="S3 endpoint URL the pods use (omit for AWS).")] = None,
-    s3_region: Annotated[str | None, S3Opt(help="S3 region.")] = None,
-    path_style: Annotated[bool | None, S3Opt("--path-style/--virtual-hosted-style",
-                                                    help="S3 addressing (CRD default: path style).")] = None,
-    credentials_secret: Annotated[str | None, S3Opt(help="Secret with AWS_ACCESS_KEY_ID and "
-                                                           "AWS_SECRET_ACCESS_KEY in the job's namespace.")] = None,
-    shards: Annotated[int | None, PodOpt(help="Number of shards.")] = None,
-    target_shard_size: Annotated[str | None, PodOpt(help="Instead of --shards: input bytes per shard, e.g. "
-                                                          "2Gi.")] = None,
-    parallelism: Annotated[int | None, PodOpt(help="Most shard pods at once (CRD default 1).")] = None,
-    device: Annotated[str | None, PodOpt(help="gpu (one GPU per pod; CRD default) or cpu.")] = None,
-    workers_per_pod: Annotated[int | None, PodOpt(help="Predictor processes per pod.")] = None,
-    request: Annotated[list[str] | None, PodOpt(help="Pod resource request, e.g. cpu=4, memory=16Gi "
-                                                      "(repeatable).")] = None,
-    limit: Annotated[list[str] | None, PodOpt(help="Pod resource limit, e.g. memory=24Gi "
-                                                    "(repeatable).")] = None,
-    node_selector: Annotated[list[str] | None, PodOpt(help="KEY=VALUE node label (repeatable).")] = None,
-    priority_class: Annotated[str | None, PodOpt(help="PriorityClass of the pods.")] = None,
-    service_account: Annotated[str | None, PodOpt(help="ServiceAccount of the pods.")] = None,
-    queue: Annotated[str | None, PodOpt(help="Kueue LocalQueue name.")] = None,
-    det_model_name: Annotated[str | None, OcrOpt(help="Detection model name (with the three others).")] = None,
-    det_model_dir: Annotated[str | None, OcrOpt(help="Detection model dir in the image or s3:// prefix.")] = None,
-    rec_model_name: Annotated[str | None, OcrOpt(help="Recognition model name.")] = None,
-    rec_model_dir: Annotated[str | None, OcrOpt(help="Recognition model dir or s3:// prefix.")] = None,
-    page_batch_size: Annotated[int | None, OcrOpt(help="Pages per predictor call.")] = None,
-    rec_batch_size: Annotated[int | None, OcrOpt(help="Text lines per recognition batch.")] = None,
-    det_limit_side_len: Annotated[int | None, OcrOpt(help="Longest side fed to detection.")] = None,
-    max_pixels: Annotated[int | None, OcrOpt(help="Per-page pixel limit.")] = None,
-    max_pages: Annotated[int | None, OcrOpt(help="Per-document page limit.")] = None,
-    max_item_bytes: Annotated[int | None, OcrOpt(help="Per-document size limit (bytes).")] = None,
-    pdf_dpi: Annotated[int | None, OcrOpt(help="PDF rendering resolution.")] = None,
-    retries: Annotated[int | None, PodOpt(help="Counted retries per shard.")] = None,
-    backoff: Annotated[str | None, PodOpt(help="First retry delay, e.g. 30s.")] = None,
-    stall_timeout: Annotated[str | None, PodOpt(help="Kill a shard without progress for this long.")] = None,
-    shard_deadline: Annotated[str | None, PodOpt(help="Most time one shard pod may run.")] = None,
-    ttl: Annotated[str | None, PodOpt(help="Delete the job this long after it finished.")] = None,
-    suspend: Annotated[bool, JobOpt("--suspend", help="Create it suspended (plan only).")] = False,
-    pod_cleanup_policy: Annotated[str | None, PodOpt(help="DeleteSucceeded, Delete or Keep.")] = None,
     label: Annotated[list[str] | None, JobOpt("--label", "-l", help="KEY=VALUE job label (repeatable).")] = None,
     annotation: Annotated[list[str] | None, JobOpt(help="KEY=VALUE job annotation (repeatable).")] = None,
     set_: Annotated[list[str] | None, JobOpt("--set", help="Any spec field as PATH=YAML, e.g. "
@@ -256,6 +214,8 @@ def submit(
     namespace: Namespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
+    *,
+    flags: SubmitFlags,
 ) -> None:
     """Submit an OcrJob from flags or -f FILE; prints its name. With --wait, follow it to the end."""
     with _errors():
@@ -272,19 +232,6 @@ def submit(
                 err.print(f"note: {escape(other)} in {escape(file)} is not an OcrJob: not applied (kubectl apply it)",
                           soft_wrap=True)
             file_job = parsed.job
-        flags = SubmitFlags(
-            input=input, input_manifest=input_manifest, output=output, image=image,
-            image_pull_policy=image_pull_policy, image_pull_secrets=image_pull_secret or [], s3_endpoint=s3_endpoint,
-            s3_region=s3_region, path_style=path_style, credentials_secret=credentials_secret, shards=shards,
-            target_shard_size=target_shard_size, parallelism=parallelism, device=device,
-            workers_per_pod=workers_per_pod, requests=request or [], limits=limit or [],
-            node_selector=node_selector or [], priority_class=priority_class, service_account=service_account,
-            queue=queue, det_model_name=det_model_name, det_model_dir=det_model_dir, rec_model_name=rec_model_name,
-            rec_model_dir=rec_model_dir, page_batch_size=page_batch_size, rec_batch_size=rec_batch_size,
-            det_limit_side_len=det_limit_side_len, max_pixels=max_pixels, max_pages=max_pages,
-            max_item_bytes=max_item_bytes, pdf_dpi=pdf_dpi, retries=retries, backoff=backoff,
-            stall_timeout=stall_timeout, shard_deadline=shard_deadline, ttl=ttl, suspend=True if suspend else None,
-            pod_cleanup_policy=pod_cleanup_policy)
         body = build_job(flags, file_job, name=name, generate_name=generate_name, namespace=namespace,
                          labels=label, annotations=annotation, sets=set_)
         api = _api(kubeconfig, context, body["metadata"].get("namespace"))
@@ -414,7 +361,8 @@ def _follow(api: OcrJobApi, pod: str, tail: int | None, timestamps: bool) -> Non
                 sys.stdout.write(buffer.decode(errors="replace") + "\n")
             return  # the stream ended: the container exited
         except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
-            phase = next((p.get("status", {}).get("phase") for p in api.job_pods(pod.rsplit("-s", 1)[0])
+            parsed = parse_pod_name(pod)
+            phase = next((p.get("status", {}).get("phase") for p in api.job_pods(parsed.job if parsed else pod)
                           if p["metadata"]["name"] == pod), None)
             if phase not in ("Pending", "Running"):
                 return
@@ -489,7 +437,7 @@ def _set_suspend(name: str, value: bool, namespace: str | None, kubeconfig: str 
         api = _api(kubeconfig, context, namespace)
         job = api.get_job(name)
         phase = (job.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
+        if is_finished(phase):
             err.print(f"ocrjob {name} already {phase}: nothing to {'suspend' if value else 'resume'}")
             return
         api.patch_job(name, {"spec": {"suspend": value}})

@@ -12,9 +12,10 @@ from rich.text import Text
 
 from ocrjob_cli.flags import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF
 from ocrjob_cli.wait import event_order, format_event
+from ocrjob_operator.api.phases import Phase
 
-PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Suspended": "yellow",
-               "Planning": "blue", "Pending": "dim"}
+PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.RUNNING: "cyan", Phase.SUSPENDED: "yellow",
+               Phase.PLANNING: "blue", Phase.PENDING: "dim"}
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -51,7 +52,7 @@ def age(timestamp: str | None, now: dt.datetime) -> str:
 
 
 def phase_text(phase: str | None) -> Text:
-    phase = phase or "Pending"
+    phase = phase or Phase.PENDING.value
     return Text(phase, style=PHASE_STYLE.get(phase, ""))
 
 

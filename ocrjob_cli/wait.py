@@ -9,7 +9,6 @@ the renderers draw a rich progress bar on a terminal and plain lines in CI logs.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,11 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from ocrjob_cli.exit import CliError, ExitCode
+from ocrjob_operator.api.names import parse_pod_name
+from ocrjob_operator.api.phases import Phase
 
 POLL_SECONDS = 2.0
 RATE_WINDOW_SECONDS = 120.0  # throughput over the last two minutes: recent enough for an ETA, smooth enough
 NO_STATUS_HINT_SECONDS = 30.0  # a job without any status after this: the operator is probably not running
-FINISHED = {"Succeeded": ExitCode.SUCCEEDED, "Failed": ExitCode.FAILED}
+FINISHED = {Phase.SUCCEEDED: ExitCode.SUCCEEDED, Phase.FAILED: ExitCode.FAILED}
 
 
 # -- pure parts --------------------------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ class Snapshot:
         items, shards = status.get("items") or {}, status.get("shards") or {}
         planned = bool(status.get("planLocation")) and "total" in items
         return cls(
-            phase=status.get("phase") or "Pending",
+            phase=status.get("phase") or Phase.PENDING.value,
             message=status.get("message") or "",
             done=int(items.get("done") or 0),
             total=int(items["total"]) if planned else None,
@@ -158,7 +159,9 @@ def format_event(event: dict[str, Any]) -> str:
 
 
 def pod_of_job(pod_name: str, job_name: str) -> bool:
-    return re.fullmatch(rf"{re.escape(job_name)}-s\d+-a\d+", pod_name or "") is not None
+    """Whether `pod_name` is a shard pod of the job named `job_name` (by the pod name format)."""
+    parsed = parse_pod_name(pod_name)
+    return parsed is not None and parsed.job == job_name
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------
@@ -219,7 +222,8 @@ class RichRenderer:
             TextColumn("[bold]{task.description}"), TextColumn("{task.fields[phase]}"), BarColumn(),
             TextColumn("{task.fields[items]}"), TextColumn("{task.fields[shards]}"), TextColumn("{task.fields[rate]}"),
             TextColumn("ETA {task.fields[eta]}"), console=console, transient=False, refresh_per_second=4)
-        self.task = self.progress.add_task(name, total=None, phase="Pending", items="", shards="", rate="", eta="?")
+        self.task = self.progress.add_task(name, total=None, phase=Phase.PENDING.value, items="", shards="", rate="",
+                                           eta="?")
         self.progress.start()
 
     def update(self, snap: Snapshot, rate: float | None, eta: float | None) -> None:

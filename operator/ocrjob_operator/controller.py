@@ -23,6 +23,7 @@ from inference_pod.job.plan import PlanError, ShardingPolicy, load_plan, make_pl
 from inference_pod.job.summary import write_job_summary
 from ocrjob_operator import finish, metrics
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
+from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
 from ocrjob_operator.decide import Decision, ShardState, StallTracker, decide
 from ocrjob_operator.observe import Expectations, Observation, observe
@@ -38,7 +39,8 @@ IDLE_SECONDS = 300.0  # a finished job without TTL: nothing to do but notice TTL
 MAX_PLANNING_ATTEMPTS = 8
 PLANNING_BACKOFF = (5, 10, 20, 40, 80, 160, 300)
 SUMMARY_ATTEMPTS = 5
-FINISHED = ("Succeeded", "Failed")
+FINISHED = tuple(p for p in Phase if p.is_finished())
+POD_FINISHED = ("Succeeded", "Failed")  # Kubernetes pod phases, not OcrJob phases
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]  # (job, type, reason, message)
 
@@ -113,7 +115,7 @@ class Controller:
             if status.get("phase") in FINISHED:
                 return None, Step(None, IDLE_SECONDS)
             self.emit(job, "Warning", "InvalidSpec", str(exc))
-            return None, Step(unplanned_status("Failed", "InvalidSpec", str(exc), _generation(job), status,
+            return None, Step(unplanned_status(Phase.FAILED, "InvalidSpec", str(exc), _generation(job), status,
                                                self.clock()), IDLE_SECONDS)
         if status.get("phase") in FINISHED:
             return spec, Step(None, IDLE_SECONDS)
@@ -128,8 +130,8 @@ class Controller:
         attempts = int(status.get("planningAttempts") or 0)
         if self.monotonic() < memo.planning_retry_at:
             return Step(None, memo.planning_retry_at - self.monotonic())
-        if status.get("phase") != "Planning":  # say so before a listing that may take minutes
-            return Step(unplanned_status("Planning", "Planning", f"listing {spec.input_uri}", _generation(job),
+        if status.get("phase") != Phase.PLANNING:  # say so before a listing that may take minutes
+            return Step(unplanned_status(Phase.PLANNING, "Planning", f"listing {spec.input_uri}", _generation(job),
                                          status, self.clock(), attempts), 0.0, again=True)
         started = self.monotonic()
         try:
@@ -153,7 +155,7 @@ class Controller:
             memo.planning_retry_at = self.monotonic() + delay
             message = f"cannot plan yet: {text}; retry {attempts}/{MAX_PLANNING_ATTEMPTS - 1} in {delay}s"
             self.emit(job, "Warning", "PlanningDelayed", message)
-            return Step(unplanned_status("Pending", "WaitingForStorage", message, _generation(job), status,
+            return Step(unplanned_status(Phase.PENDING, "WaitingForStorage", message, _generation(job), status,
                                          self.clock(), attempts), float(delay))
         seconds = self.monotonic() - started
         memo.plan = plan
@@ -175,7 +177,7 @@ class Controller:
         status = job.get("status") or {}
         attempts = int(status.get("planningAttempts") or 0) if attempts is None else attempts
         self.emit(job, "Warning", reason, message)
-        return Step(unplanned_status("Failed", reason, message, _generation(job), status, self.clock(), attempts),
+        return Step(unplanned_status(Phase.FAILED, reason, message, _generation(job), status, self.clock(), attempts),
                     IDLE_SECONDS)
 
     # -- running ---------------------------------------------------------------------------------------
@@ -287,10 +289,10 @@ class Controller:
             if shard["index"] not in before:
                 self.emit(job, "Warning", "ShardFailed",
                           f"shard {shard['index']} failed for good: {shard['reason']}: {shard['message']}")
-        if old.get("phase") != new.get("phase") and new.get("phase") in ("Suspended", "Running"):
-            if new["phase"] == "Suspended":
+        if old.get("phase") != new.get("phase") and new.get("phase") in (Phase.SUSPENDED, Phase.RUNNING):
+            if new["phase"] == Phase.SUSPENDED:
                 self.emit(job, "Normal", "Suspended", "spec.suspend is true: no new shard pods; running ones stop")
-            elif old.get("phase") == "Suspended":
+            elif old.get("phase") == Phase.SUSPENDED:
                 self.emit(job, "Normal", "Resumed", "spec.suspend is false: shards continue")
 
     def _write(self, job: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -319,7 +321,7 @@ class Controller:
                 return Step(None, POLL_SECONDS * memo.summary_failures)
             note = f"the job summary could not be written: {exc}"
         desired = self._status(job, spec, seen, status["planLocation"], decision, note, location)
-        kind = "Normal" if desired["phase"] == "Succeeded" else "Warning"
+        kind = "Normal" if desired["phase"] == Phase.SUCCEEDED else "Warning"
         self.emit(job, kind, desired["phase"], desired["message"] + (f"; summary at {location}" if location else ""))
         return Step(desired, IDLE_SECONDS)
 
@@ -328,11 +330,11 @@ class Controller:
         """Fail a planned job outright (the apiserver rejects its pods, its plan vanished): stop its pods."""
         meta, status = job["metadata"], job.get("status") or {}
         for pod in self.kube.list_job_pods(meta["namespace"], meta["uid"]):
-            if (pod.get("status") or {}).get("phase") not in FINISHED:
+            if (pod.get("status") or {}).get("phase") not in POD_FINISHED:
                 self.kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
-        desired = {**status, **unplanned_status("Failed", reason, message, _generation(job), status, self.clock(),
+        desired = {**status, **unplanned_status(Phase.FAILED, reason, message, _generation(job), status, self.clock(),
                                                 int(status.get("planningAttempts") or 0))}
-        desired["conditions"] = [dict(c, status="True") if c["type"] == "Planned" else c
+        desired["conditions"] = [dict(c, status="True") if c["type"] == ConditionType.PLANNED else c
                                  for c in desired["conditions"]]
         if storage is not None:
             try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ocrjob_operator.api.spec import MAX_BACKOFF_SECONDS, JobSpec
+from ocrjob_operator.api.fields import MAX_BACKOFF_SECONDS
+from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import Category, PodOutcome
 
 DISRUPTION_RETRY_SECONDS = 2.0  # evicted/preempted shards restart quickly: nothing was wrong with them

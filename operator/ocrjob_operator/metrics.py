@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ocrjob_operator.status import PHASES
+from ocrjob_operator.api.phases import Phase
 
 _lock = threading.Lock()
 _jobs: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name) -> last status
@@ -39,9 +39,9 @@ class _JobCollector(Collector):
         with _lock:
             jobs = dict(_jobs)
         phases = GaugeMetricFamily("ocrjob_jobs", "OcrJobs by phase.", labels=["phase"])
-        counts = dict.fromkeys(PHASES, 0)
+        counts = dict.fromkeys(Phase.values(), 0)
         for status in jobs.values():
-            phase = status.get("phase") or "Pending"
+            phase = str(status.get("phase") or Phase.PENDING.value)
             counts[phase] = counts.get(phase, 0) + 1
         for phase, n in counts.items():
             phases.add_metric([phase], n)

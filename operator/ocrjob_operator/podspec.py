@@ -1,15 +1,28 @@
 """The shard pod, built by a pure function from the OcrJob and the shard: same inputs, same pod.
 
-Names are deterministic (`<job>-s<shard>-a<attempt>`), so creating a pod twice after an operator
-restart is a harmless 409. Credentials come from the Secret the OcrJob references (secretKeyRef),
-never from the OcrJob itself.
+Names are deterministic (`api.names.pod_name`), so creating a pod twice after an operator restart is a
+harmless 409. The loader's environment is the settings table's (`inference_pod.job.settings.environment`)
+over the job's values. Credentials come from the Secret the OcrJob references (secretKeyRef), never from
+the OcrJob itself.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from inference_pod.job import settings
+from inference_pod.job.settings import (
+    ATTEMPT_ENV,
+    DEFAULT_TERMINATION_LOG,
+    JOB_NAME_ENV,
+    POD_NAME_ENV,
+    S3_ENDPOINT_ENV,
+    S3_PATH_STYLE_ENV,
+    S3_REGION_ENV,
+    SHARD_ENV,
+)
 from ocrjob_operator.api.names import (
     ANNOTATION_MANIFEST,
     API_VERSION,
@@ -25,11 +38,12 @@ from ocrjob_operator.api.names import (
     LABEL_NAME,
     LABEL_SHARD,
     MANAGED_BY,
+    pod_name,
 )
 from ocrjob_operator.api.spec import JobSpec
 
-LOADER_GRACE_SECONDS = 25  # the loader finishes its batch and flushes within this after SIGTERM
-TERMINATION_GRACE_SECONDS = LOADER_GRACE_SECONDS + 5
+LOADER_GRACE_SECONDS: float = settings.default("grace_seconds")  # after SIGTERM the loader flushes within this
+TERMINATION_GRACE_SECONDS = math.ceil(LOADER_GRACE_SECONDS) + 5
 DEFAULT_REQUESTS = {"cpu": "1", "memory": "4Gi"}
 
 
@@ -38,10 +52,6 @@ class JobRef:
     name: str
     namespace: str
     uid: str
-
-
-def pod_name(job_name: str, shard: int, attempt: int) -> str:
-    return f"{job_name}-s{shard}-a{attempt}"
 
 
 def job_selector(uid: str) -> str:
@@ -54,32 +64,18 @@ def manifest_uri(output_uri: str, key: str) -> str:
 
 
 def _env(spec: JobSpec, job: JobRef, shard: int, attempt: int, manifest: str) -> list[dict[str, Any]]:
-    plain: list[tuple[str, str | None]] = [
-        ("OCRJOB_MANIFEST", manifest),
-        ("OCRJOB_DEVICE", spec.device),
-        ("OCRJOB_WORKERS_PER_DEVICE", str(spec.workers_per_pod)),
-        ("OCRJOB_PAGE_BATCH_SIZE", str(spec.ocr.page_batch_size)),
-        ("OCRJOB_REC_BATCH_SIZE", str(spec.ocr.rec_batch_size)),
-        ("OCRJOB_DET_LIMIT_SIDE_LEN", str(spec.ocr.det_limit_side_len)),
-        ("OCRJOB_MAX_PIXELS", str(spec.ocr.max_pixels)),
-        ("OCRJOB_MAX_PAGES", str(spec.ocr.max_pages)),
-        ("OCRJOB_MAX_ITEM_BYTES", str(spec.ocr.max_item_bytes)),
-        ("OCRJOB_PDF_DPI", str(spec.ocr.pdf_dpi)),
-        ("OCRJOB_GRACE_SECONDS", str(LOADER_GRACE_SECONDS)),
-        ("OCRJOB_ATTEMPT", str(attempt)),
-        ("OCRJOB_JOB_NAME", job.name),
-        ("OCRJOB_SHARD", str(shard)),
-        ("OCRJOB_S3_ENDPOINT", spec.s3.endpoint),
-        ("OCRJOB_S3_REGION", spec.s3.region),
-        ("OCRJOB_S3_PATH_STYLE", "true" if spec.s3.path_style else "false"),
-    ]
-    if spec.models is not None:
-        plain += [
-            ("OCRJOB_DET_MODEL_NAME", spec.models.det_name), ("OCRJOB_DET_MODEL_DIR", spec.models.det_location),
-            ("OCRJOB_REC_MODEL_NAME", spec.models.rec_name), ("OCRJOB_REC_MODEL_DIR", spec.models.rec_location),
-        ]
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain if v is not None]
-    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    """The loader's settings (names from the settings table), then the pod's identity and how to reach S3."""
+    plain = settings.environment({"manifest": manifest, "grace_seconds": LOADER_GRACE_SECONDS,
+                                  **spec.loader_settings()})
+    plain.update({
+        ATTEMPT_ENV: str(attempt), JOB_NAME_ENV: job.name, SHARD_ENV: str(shard),
+        S3_PATH_STYLE_ENV: "true" if spec.s3.path_style else "false",
+    })
+    for name, value in ((S3_ENDPOINT_ENV, spec.s3.endpoint), (S3_REGION_ENV, spec.s3.region)):
+        if value is not None:
+            plain[name] = value
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
+    env.append({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     secret = spec.s3.credentials
     if secret is not None:
         refs = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
@@ -131,7 +127,7 @@ def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: st
             "command": ["python", "-m", "inference_pod"],
             "env": _env(spec, job, shard, attempt, manifest),
             "resources": _resources(spec),
-            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePath": DEFAULT_TERMINATION_LOG,
             # The loader writes a JSON shard summary there; the log tail is the fallback for crashes.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},

@@ -1,5 +1,7 @@
 """The OcrJob status, computed from what was observed (plan, shard states, heartbeats) — pure.
 
+Phases and condition types are `api.phases`' enums; the status dicts hold their plain string values.
+
 `compute_status` builds the whole status; `status_patch` compares it with the current one and returns
 only what changed (nothing when nothing changed), so the operator writes status only on change.
 Condition transition times are kept from the previous status while a condition's status stays the same.
@@ -11,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_pod.job.records import utc_iso
+from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.classify import Category
 from ocrjob_operator.decide import Decision, Outcome, ShardPhase, ShardState
 
-PHASES = ("Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed")
-CONDITION_TYPES = ("Planned", "Running", "Suspended", "Succeeded", "Failed")
 FAILED_SHARDS_KEPT = 50
 ITEM_KEYS = ("ok", "failed", "skipped")
 
@@ -69,30 +70,32 @@ class Observed:
     pending_reasons: list[str] = field(default_factory=list)
 
 
-def _condition(ctype: str, status: bool, reason: str, message: str, generation: int,
+def _condition(ctype: ConditionType, status: bool, reason: str, message: str, generation: int,
                previous: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
     value = "True" if status else "False"
     old = previous.get(ctype) or {}
     since = old.get("lastTransitionTime") if old.get("status") == value else None
-    return {"type": ctype, "status": value, "reason": reason, "message": message,
+    return {"type": ctype.value, "status": value, "reason": reason, "message": message,
             "lastTransitionTime": since or utc_iso(now), "observedGeneration": generation}
 
 
-def conditions(phase: str, reason: str, message: str, planned: bool, generation: int,
+def conditions(phase: Phase | str, reason: str, message: str, planned: bool, generation: int,
                previous: list[dict[str, Any]] | None, now: float) -> list[dict[str, Any]]:
+    """One condition per ConditionType; the one named like the phase is True (Planned: once planned)."""
+    phase = Phase(phase)
     old = {c.get("type"): c for c in previous or []}
+    running, suspended = phase is Phase.RUNNING, phase is Phase.SUSPENDED
+    succeeded, failed = phase is Phase.SUCCEEDED, phase is Phase.FAILED
     truth = {
-        "Planned": (planned, "Planned" if planned else "NotPlanned",
-                    "the plan is stored; the job is never re-planned" if planned else "not planned yet"),
-        "Running": (phase == "Running", reason if phase == "Running" else phase, message if phase == "Running" else ""),
-        "Suspended": (phase == "Suspended", "Suspended" if phase == "Suspended" else "NotSuspended",
-                      message if phase == "Suspended" else ""),
-        "Succeeded": (phase == "Succeeded", reason if phase == "Succeeded" else "NotFinished",
-                      message if phase == "Succeeded" else ""),
-        "Failed": (phase == "Failed", reason if phase == "Failed" else "NotFailed",
-                   message if phase == "Failed" else ""),
+        ConditionType.PLANNED: (planned, "Planned" if planned else "NotPlanned",
+                                "the plan is stored; the job is never re-planned" if planned else "not planned yet"),
+        ConditionType.RUNNING: (running, reason if running else phase.value, message if running else ""),
+        ConditionType.SUSPENDED: (suspended, "Suspended" if suspended else "NotSuspended",
+                                  message if suspended else ""),
+        ConditionType.SUCCEEDED: (succeeded, reason if succeeded else "NotFinished", message if succeeded else ""),
+        ConditionType.FAILED: (failed, reason if failed else "NotFailed", message if failed else ""),
     }
-    return [_condition(t, *truth[t], generation, old, now) for t in CONDITION_TYPES]
+    return [_condition(t, *truth[t], generation, old, now) for t in ConditionType]
 
 
 def _shard_counts(states: list[ShardState]) -> dict[str, int]:
@@ -113,23 +116,23 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
     failed_shards = [s for s in obs.states if s.phase is ShardPhase.FAILED]
     decision = obs.decision
     if decision.outcome is Outcome.SUCCEEDED:
-        phase, reason = "Succeeded", "AllShardsSucceeded"
+        phase, reason = Phase.SUCCEEDED, "AllShardsSucceeded"
         message = f"all {shards['total']} shards succeeded: {done.ok} ok, {done.failed} failed, {done.skipped} skipped"
     elif decision.outcome is Outcome.FAILED and decision.fatal is not None:
         fatal = decision.fatal
-        phase, reason = "Failed", fatal.reason or "ConfigError"
+        phase, reason = Phase.FAILED, fatal.reason or "ConfigError"
         message = f"shard {fatal.index} cannot run ({fatal.reason}): {fatal.message}"
     elif decision.outcome is Outcome.FAILED:
-        phase, reason = "Failed", "ShardsFailed"
+        phase, reason = Phase.FAILED, "ShardsFailed"
         first = failed_shards[0]
         message = (f"{len(failed_shards)} of {shards['total']} shards failed (shard {first.index}: {first.reason}: "
                    f"{first.message}); {shards['succeeded']} succeeded")
     elif obs.suspended:
-        phase, reason = "Suspended", "Suspended"
+        phase, reason = Phase.SUSPENDED, "Suspended"
         stopping = f", {shards['active']} pod(s) stopping" if shards["active"] else ""
         message = f"suspended by spec.suspend{stopping}; set it to false to continue"
     else:
-        phase, reason = "Running", "ShardsRunning"
+        phase, reason = Phase.RUNNING, "ShardsRunning"
         message = (f"{shards['active']} running, {shards['succeeded']} succeeded, {shards['pending']} pending, "
                    f"{shards['failed']} failed of {shards['total']} shards; {done.done}/{total_items} items")
         if obs.pending_reasons:
@@ -138,7 +141,7 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         message += f"; {obs.extra_message}"
     attempts = [p for s in obs.states for p in s.attempts]
     status: dict[str, Any] = {
-        "phase": phase,
+        "phase": phase.value,
         "message": message,
         "observedGeneration": obs.generation,
         "conditions": conditions(phase, reason, message, True, obs.generation, previous.get("conditions"), obs.now),
@@ -155,23 +158,23 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         "failedShards": [{"index": s.index, "reason": s.reason, "message": s.message}
                          for s in failed_shards[:FAILED_SHARDS_KEPT]],
     }
-    if phase in ("Succeeded", "Failed"):
+    if phase.is_finished():
         status["completionTime"] = previous.get("completionTime") or utc_iso(obs.now)
     if obs.summary_location:
         status["summaryLocation"] = obs.summary_location
     return status
 
 
-def unplanned_status(phase: str, reason: str, message: str, generation: int, previous: dict[str, Any] | None,
+def unplanned_status(phase: Phase | str, reason: str, message: str, generation: int, previous: dict[str, Any] | None,
                      now: float, planning_attempts: int = 0) -> dict[str, Any]:
     """Status before a plan exists (Pending, Planning) or when planning failed for good (Failed)."""
-    previous = previous or {}
+    previous, phase = previous or {}, Phase(phase)
     status: dict[str, Any] = {
-        "phase": phase, "message": message, "observedGeneration": generation,
+        "phase": phase.value, "message": message, "observedGeneration": generation,
         "conditions": conditions(phase, reason, message, False, generation, previous.get("conditions"), now),
         "planningAttempts": planning_attempts,
     }
-    if phase == "Failed":
+    if phase is Phase.FAILED:
         status["completionTime"] = previous.get("completionTime") or utc_iso(now)
     return status
 

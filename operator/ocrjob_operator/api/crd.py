@@ -1,4 +1,5 @@
-"""The OcrJob CustomResourceDefinition, generated from the same bounds the operator checks.
+"""The OcrJob CustomResourceDefinition, generated from the API's declarations: the field table (`api.fields`:
+descriptions, bounds, defaults, choices), the phases and conditions (`api.phases`) and the names.
 
 `python -m ocrjob_operator.api.crd > crds/ocrjob.yaml` regenerates the checked-in file; a unit test fails
 when the two differ. Every field carries a description (for `kubectl explain`); admission-time checks
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ocrjob_operator.api import fields as F
 from ocrjob_operator.api import spec as S
 from ocrjob_operator.api.names import (
     CRD_NAME,
@@ -20,10 +22,12 @@ from ocrjob_operator.api.names import (
     KIND,
     MAX_JOB_NAME,
     PLURAL,
+    POD_NAME_SHAPE,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
 )
+from ocrjob_operator.api.phases import ConditionType, Phase
 
 Schema = dict[str, Any]
 
@@ -55,14 +59,34 @@ def s3_uri(description: str, *, object_key: bool = False) -> Schema:
     ]})
 
 
-def integer(description: str, path: str) -> Schema:
-    low, high, default = S.BOUNDS[path]
-    node: Schema = {"type": "integer", "format": "int64", "minimum": low, "maximum": high,
-                    "description": f"{description} Between {low} and {high}."}
-    if default is not None:
-        node["default"] = default
-        node["description"] += f" Default {default}."
+def integer(path: str) -> Schema:
+    """An integer field of the table: its bounds, default and description."""
+    declared = F.BY_PATH[path]
+    node: Schema = {"type": "integer", "format": "int64", "minimum": declared.low, "maximum": declared.high,
+                    "description": declared.description}
+    if declared.default is not None:
+        node["default"] = declared.default
     return node
+
+
+def choice(path: str) -> Schema:
+    """A string field of the table with a fixed set of values."""
+    declared = F.BY_PATH[path]
+    node = string(declared.description, enum=list(declared.choices))
+    if declared.default is not None:
+        node["default"] = declared.default
+    return node
+
+
+def described(path: str, **extra: Any) -> Schema:
+    """A string field of the table with a default."""
+    declared = F.BY_PATH[path]
+    return string(declared.description, default=declared.default, **extra)
+
+
+def boolean(path: str) -> Schema:
+    declared = F.BY_PATH[path]
+    return {"type": "boolean", "default": declared.default, "description": declared.description}
 
 
 def string_map(description: str) -> Schema:
@@ -118,27 +142,23 @@ def _spec_schema() -> Schema:
                 "endpoint": string("S3 endpoint URL for S3-compatible stores (MinIO, SeaweedFS, Ceph); omit for "
                                    "AWS.", maxLength=S.MAX_URI, pattern=S.HTTP_URL_RE),
                 "region": string("S3 region, e.g. us-east-1.", maxLength=64, pattern=r"^[a-z0-9-]+$"),
-                "pathStyle": {"type": "boolean", "default": True,
-                              "description": "Path-style addressing (https://endpoint/bucket/key), needed by most "
-                                             "S3-compatible stores. Default true."},
+                "pathStyle": boolean("s3.pathStyle"),
                 "credentialsSecret": obj(
                     "A Secret in the job's namespace with the S3 access key. The shard pods get it as environment "
                     "variables (secretKeyRef) and the operator reads it to plan and to follow progress. Omit it to "
                     "use ambient credentials (workload identity) in the operator and the pods.", {
                         "name": string("Secret name.", maxLength=253, pattern=S.DNS_SUBDOMAIN_RE),
-                        "accessKeyIdKey": string("Data key holding the access key id. Default AWS_ACCESS_KEY_ID.",
-                                                 default="AWS_ACCESS_KEY_ID", pattern=S.ENV_KEY_RE, maxLength=253),
-                        "secretAccessKeyKey": string("Data key holding the secret key. Default "
-                                                     "AWS_SECRET_ACCESS_KEY.", default="AWS_SECRET_ACCESS_KEY",
-                                                     pattern=S.ENV_KEY_RE, maxLength=253),
+                        "accessKeyIdKey": described("s3.credentialsSecret.accessKeyIdKey", pattern=S.ENV_KEY_RE,
+                                                    maxLength=253),
+                        "secretAccessKeyKey": described("s3.credentialsSecret.secretAccessKeyKey",
+                                                        pattern=S.ENV_KEY_RE, maxLength=253),
                         "sessionTokenKey": string("Optional data key holding a session token.",
                                                   pattern=S.ENV_KEY_RE, maxLength=253),
                     }, required=["name"]),
             }),
             "sharding": obj("How the input is split: exactly one of shardCount or targetShardSize. Shards are "
                             "balanced by bytes and planned once.", {
-                "shardCount": integer("Number of shards (fewer when there are fewer documents).",
-                                      "sharding.shardCount"),
+                "shardCount": integer("sharding.shardCount"),
                 "targetShardSize": string(
                     f"Bytes of input per shard as a quantity, e.g. 2Gi; between {S.TARGET_SHARD_MIN} and "
                     f"{S.TARGET_SHARD_MAX}.", maxLength=32, **{"x-kubernetes-validations": [_rule(
@@ -148,11 +168,11 @@ def _spec_schema() -> Schema:
                         f"must be a size between {S.TARGET_SHARD_MIN} and {S.TARGET_SHARD_MAX}, e.g. 512Mi or 2Gi")]}),
             }, rules=[_rule("has(self.shardCount) != has(self.targetShardSize)",
                             "set exactly one of shardCount (a number of shards) or targetShardSize (e.g. 2Gi)")]),
-            "parallelism": integer("Most shard pods running at once.", "parallelism"),
+            "parallelism": integer("parallelism"),
             "image": string("The inference image (runs `python -m inference_pod`), e.g. "
                             "registry.example.com/ocrjob-inference-gpu:0.1.0.", minLength=1, maxLength=512,
                             pattern=r"^\S+$"),
-            "imagePullPolicy": string("Image pull policy of the shard pods.", enum=list(S.PULL_POLICIES)),
+            "imagePullPolicy": choice("imagePullPolicy"),
             "imagePullSecrets": {"type": "array", "maxItems": 16, "description": "Secrets for pulling the image.",
                                  "items": obj("A Secret reference.", {"name": string("Secret name.")},
                                               required=["name"])},
@@ -163,21 +183,16 @@ def _spec_schema() -> Schema:
                                        "give both models.detection and models.recognition, or neither to use the "
                                        "image's bundled models")]),
             "ocr": obj("OCR options passed to every shard pod.", {
-                "pageBatchSize": integer("Pages per predictor call.", "ocr.pageBatchSize"),
-                "recBatchSize": integer("Text lines per recognition batch.", "ocr.recBatchSize"),
-                "detLimitSideLen": integer("Longest image side fed to text detection, in pixels.",
-                                           "ocr.detLimitSideLen"),
-                "maxPixels": integer("Pages with more pixels are recorded as item errors, not decoded.",
-                                     "ocr.maxPixels"),
-                "maxPages": integer("Documents with more pages are recorded as item errors.", "ocr.maxPages"),
-                "maxItemBytes": integer("Documents larger than this (bytes) are recorded as item errors.",
-                                        "ocr.maxItemBytes"),
-                "pdfDpi": integer("PDF rendering resolution.", "ocr.pdfDpi"),
+                "pageBatchSize": integer("ocr.pageBatchSize"),
+                "recBatchSize": integer("ocr.recBatchSize"),
+                "detLimitSideLen": integer("ocr.detLimitSideLen"),
+                "maxPixels": integer("ocr.maxPixels"),
+                "maxPages": integer("ocr.maxPages"),
+                "maxItemBytes": integer("ocr.maxItemBytes"),
+                "pdfDpi": integer("ocr.pdfDpi"),
             }),
-            "device": string("gpu: each pod requests one nvidia.com/gpu and the loader pins it; cpu: no GPU. "
-                             "Default gpu.", enum=list(S.DEVICES), default="gpu"),
-            "workersPerPod": integer("Predictor processes per pod (each owns one model instance on the pod's "
-                                     "device).", "workersPerPod"),
+            "device": choice("device"),
+            "workersPerPod": integer("workersPerPod"),
             "resources": obj(f"CPU/memory requests and limits of each shard pod. Do not set {GPU_RESOURCE}: it is "
                              "set from spec.device.", {
                                  "requests": quantity_map("Minimum resources, e.g. cpu: 4, memory: 16Gi."),
@@ -205,25 +220,14 @@ def _spec_schema() -> Schema:
                                 maxLength=63, pattern=S.LABEL_VALUE_RE),
             "retries": obj("Retries of failed shards. Evictions, preemptions, node loss and interruptions do not "
                            "count; invalid input and configuration errors are not retried.", {
-                "perShard": integer("Counted retries per shard.", "retries.perShard"),
-                "backoffSeconds": integer(f"Delay before the first retry; doubles per retry up to "
-                                          f"{S.MAX_BACKOFF_SECONDS}s.", "retries.backoffSeconds"),
+                "perShard": integer("retries.perShard"),
+                "backoffSeconds": integer("retries.backoffSeconds"),
             }),
-            "stallTimeoutSeconds": integer("A running shard whose progress heartbeat does not advance for this "
-                                           "long is killed and retried (counted).", "stallTimeoutSeconds"),
-            "shardDeadlineSeconds": integer("Most seconds one shard pod may run (activeDeadlineSeconds); a pod "
-                                            "past it is stopped and retried (counted). Unset: no deadline.",
-                                            "shardDeadlineSeconds"),
-            "ttlSecondsAfterFinished": integer("Delete the OcrJob (and its pods) this many seconds after it "
-                                               "finished. Unset: keep it.", "ttlSecondsAfterFinished"),
-            "suspend": {"type": "boolean", "default": False,
-                        "description": "true: start no new shard pods and stop the running ones (they flush and "
-                                       "exit; finished items are kept and the shard resumes later without spending "
-                                       "a retry). false: continue. Default false."},
-            "podCleanupPolicy": string("Which finished pods are deleted when the job finishes: DeleteSucceeded "
-                                       "(default; failed pods stay for their logs), Delete (all), Keep (none). "
-                                       "All pods go with the OcrJob.", enum=list(S.CLEANUP_POLICIES),
-                                       default="DeleteSucceeded"),
+            "stallTimeoutSeconds": integer("stallTimeoutSeconds"),
+            "shardDeadlineSeconds": integer("shardDeadlineSeconds"),
+            "ttlSecondsAfterFinished": integer("ttlSecondsAfterFinished"),
+            "suspend": boolean("suspend"),
+            "podCleanupPolicy": choice("podCleanupPolicy"),
         },
         required=["input", "output", "image", "sharding"],
         rules=[_rule(
@@ -238,7 +242,7 @@ def _spec_schema() -> Schema:
 def _status_schema() -> Schema:
     count = lambda d: {"type": "integer", "format": "int64", "description": d}  # noqa: E731
     time = lambda d: string(d, format="date-time")  # noqa: E731
-    condition = obj("A condition: Planned, Running, Suspended, Succeeded or Failed.", {
+    condition = obj(f"A condition: {ConditionType.listing()}.", {
         "type": string("Condition type."),
         "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
         "reason": string("One-word machine-readable reason."),
@@ -247,8 +251,7 @@ def _status_schema() -> Schema:
         "observedGeneration": count("The spec generation the condition reflects."),
     }, required=["type", "status"])
     return obj("Observed state, written by the operator.", {
-        "phase": string("Pending, Planning, Running, Suspended, Succeeded or Failed.",
-                        enum=["Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed"]),
+        "phase": string(f"{Phase.listing()}.", enum=Phase.values()),
         "message": string("What is happening, or what went wrong and how to fix it."),
         "observedGeneration": count("The spec generation this status reflects."),
         "conditions": {"type": "array", "items": condition, "description": "Conditions, for `kubectl wait "
@@ -305,7 +308,7 @@ def build_crd() -> dict[str, Any]:
         rules=[
             _rule(f"self.metadata.name.size() <= {MAX_JOB_NAME}",
                   f"metadata.name must be at most {MAX_JOB_NAME} characters: shard pods are named "
-                  "<name>-s<shard>-a<attempt> and must stay valid DNS labels; choose a shorter name"),
+                  f"{POD_NAME_SHAPE} and must stay valid DNS labels; choose a shorter name"),
             _rule("!has(oldSelf.status) || !has(oldSelf.status.planLocation) || "
                   "(self.spec.input == oldSelf.spec.input && self.spec.output == oldSelf.spec.output)",
                   "spec.input and spec.output cannot change once the job is planned (status.planLocation is set): "

@@ -1,4 +1,5 @@
-"""Names chosen once: the API group, labels, annotations, kopf's storage prefix and finalizer."""
+"""Names chosen once: the API group, labels, annotations, kopf's storage prefix and finalizer, and the shard
+pod name format with its parser. Imports nothing of the operator, the CLI or the data plane."""
 
 from __future__ import annotations
 
@@ -39,25 +40,31 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # A pod name is `<job>-s<shard>-a<attempt>`; with at most 10000 shards and 1000 attempts the suffix is
 # at most 12 characters, so a job name of at most 50 keeps pod names valid DNS labels (63).
 MAX_JOB_NAME = 50
+POD_NAME_SHAPE = "<name>-s<shard>-a<attempt>"  # for messages (the CRD's name rule says why names are bounded)
+_POD_NAME_RE = re.compile(r"^(?P<job>.+)-s(?P<shard>\d+)-a(?P<attempt>\d+)$")
 
 
 @dataclass(frozen=True)
 class PodName:
+    """The parts of a shard pod's name."""
+
     job: str
     shard: int
     attempt: int
 
-
-_POD_NAME = re.compile(r"^(?P<job>.+)-s(?P<shard>\d+)-a(?P<attempt>\d+)$")
-
-
-def pod_name(job_name: str, shard: int, attempt: int) -> str:
-    """The one pod name format: `<job>-s<shard>-a<attempt>` (deterministic: creating it twice is a 409)."""
-    return f"{job_name}-s{shard}-a{attempt}"
+    def __str__(self) -> str:
+        return pod_name(self.job, self.shard, self.attempt)
 
 
-def parse_pod_name(name: str) -> PodName | None:
-    match = _POD_NAME.match(name)
+def pod_name(job: str, shard: int, attempt: int) -> str:
+    """The deterministic name of `attempt` of `shard` of OcrJob `job` (a second create is a harmless 409)."""
+    return f"{job}-s{shard}-a{attempt}"
+
+
+def parse_pod_name(name: str | None) -> PodName | None:
+    """`pod_name`'s inverse; None for a name it did not make. A job name may itself contain `-s1-a2`: the
+    last such suffix is the pod's."""
+    match = _POD_NAME_RE.match(name or "")
     if match is None:
         return None
     return PodName(match["job"], int(match["shard"]), int(match["attempt"]))

@@ -1,43 +1,28 @@
-"""The OcrJob spec: bounds and defaults (shared with the CRD schema), and parsing into a typed `JobSpec`.
+"""The OcrJob spec: parsing into a typed `JobSpec`, with the bounds and defaults of `api.fields`.
 
 The apiserver already enforces all of this through the CRD's OpenAPI schema and CEL rules; parsing
 checks again because an operator must not trust that the CRD in the cluster is the current one, and
-because unit tests exercise the rules without a cluster. Every error says what to change.
+because unit tests exercise the rules without a cluster. Every error says what to change. The patterns
+below are shared with the CRD generator; bounds, defaults and choices are declared in `api.fields`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ocrjob_operator.api import fields as F
 from ocrjob_operator.api.names import GPU_RESOURCE
 
-# (minimum, maximum, default or None). One table, used by the CRD generator and by `parse_spec`.
+# (minimum, maximum, default or None) of every integer field: a view of `api.fields`, for `parse_spec`.
 BOUNDS: dict[str, tuple[int, int, int | None]] = {
-    "sharding.shardCount": (1, 10_000, None),
-    "parallelism": (1, 1_000, 1),
-    "workersPerPod": (1, 16, 1),
-    "ocr.pageBatchSize": (1, 256, 4),
-    "ocr.recBatchSize": (1, 1_024, 8),
-    "ocr.detLimitSideLen": (32, 8_192, 960),
-    "ocr.maxPixels": (10_000, 400_000_000, 40_000_000),
-    "ocr.maxPages": (1, 100_000, 1_000),
-    "ocr.maxItemBytes": (1_024, 4 << 30, 256 << 20),
-    "ocr.pdfDpi": (36, 600, 150),
-    "retries.perShard": (0, 100, 3),
-    "retries.backoffSeconds": (1, 3_600, 10),
-    "stallTimeoutSeconds": (10, 86_400, 600),
-    "shardDeadlineSeconds": (30, 604_800, None),
-    "ttlSecondsAfterFinished": (0, 31_536_000, None),
+    f.path: (f.low, f.high, f.default) for f in F.FIELDS if f.type is int  # type: ignore[misc]
 }
 TARGET_SHARD_MIN, TARGET_SHARD_MAX = "1Mi", "1Ti"
 MAX_URI = 1024
-MAX_BACKOFF_SECONDS = 600  # the doubling backoff between counted retries stops growing here
-DEVICES = ("gpu", "cpu")
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-CLEANUP_POLICIES = ("DeleteSucceeded", "Delete", "Keep")
 
 # s3://bucket/prefix: a bucket name as S3 allows it, then '/'-separated non-empty segments without
 # whitespace, '?' or '#', optionally one trailing '/'.
@@ -63,8 +48,8 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class SecretRef:
     name: str
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    access_key_id_key: str = F.default("s3.credentialsSecret.accessKeyIdKey")
+    secret_access_key_key: str = F.default("s3.credentialsSecret.secretAccessKeyKey")
     session_token_key: str | None = None
 
 
@@ -72,7 +57,7 @@ class SecretRef:
 class S3Spec:
     endpoint: str | None = None
     region: str | None = None
-    path_style: bool = True
+    path_style: bool = F.default("s3.pathStyle")
     credentials: SecretRef | None = None
 
 
@@ -84,15 +69,21 @@ class ModelsSpec:
     rec_location: str
 
 
+# The spec's ocr.* fields, by loader setting name (OcrSpec's attributes are those names).
+OCR_FIELDS: dict[str, F.SpecField] = {f.setting: f for f in F.FIELDS if f.path.startswith("ocr.") and f.setting}
+
+
 @dataclass(frozen=True)
 class OcrSpec:
-    page_batch_size: int = 4
-    rec_batch_size: int = 8
-    det_limit_side_len: int = 960
-    max_pixels: int = 40_000_000
-    max_pages: int = 1_000
-    max_item_bytes: int = 256 << 20
-    pdf_dpi: int = 150
+    """spec.ocr, attribute for loader setting (defaults from `inference_pod.job.settings`)."""
+
+    page_batch_size: int = OCR_FIELDS["page_batch_size"].default
+    rec_batch_size: int = OCR_FIELDS["rec_batch_size"].default
+    det_limit_side_len: int = OCR_FIELDS["det_limit_side_len"].default
+    max_pixels: int = OCR_FIELDS["max_pixels"].default
+    max_pages: int = OCR_FIELDS["max_pages"].default
+    max_item_bytes: int = OCR_FIELDS["max_item_bytes"].default
+    pdf_dpi: int = OCR_FIELDS["pdf_dpi"].default
 
 
 @dataclass(frozen=True)
@@ -109,8 +100,8 @@ class JobSpec:
     image_pull_secrets: tuple[str, ...] = ()
     models: ModelsSpec | None = None
     ocr: OcrSpec = field(default_factory=OcrSpec)
-    device: str = "gpu"
-    workers_per_pod: int = 1
+    device: str = F.default("device")
+    workers_per_pod: int = F.default("workersPerPod")
     resources: dict[str, Any] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
@@ -118,13 +109,22 @@ class JobSpec:
     priority_class_name: str | None = None
     service_account_name: str | None = None
     queue_name: str | None = None
-    retries: int = 3
-    backoff_seconds: int = 10
-    stall_timeout_seconds: int = 600
+    retries: int = F.default("retries.perShard")
+    backoff_seconds: int = F.default("retries.backoffSeconds")
+    stall_timeout_seconds: int = F.default("stallTimeoutSeconds")
     shard_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
-    suspend: bool = False
-    pod_cleanup_policy: str = "DeleteSucceeded"
+    suspend: bool = F.default("suspend")
+    pod_cleanup_policy: str = F.default("podCleanupPolicy")
+
+    def loader_settings(self) -> dict[str, Any]:
+        """The loader settings this spec sets (setting name -> value), for the shard pod's environment."""
+        values: dict[str, Any] = {"device": self.device, "workers_per_device": self.workers_per_pod,
+                                  **dataclasses.asdict(self.ocr)}
+        if self.models is not None:
+            values.update(det_model_name=self.models.det_name, det_model_dir=self.models.det_location,
+                          rec_model_name=self.models.rec_name, rec_model_dir=self.models.rec_location)
+        return values
 
 
 def parse_quantity(text: str, where: str) -> int:
@@ -190,10 +190,14 @@ class _Reader:
             raise SpecError(f"spec.{path}: {value!r} is not valid; {hint}")
         return value
 
-    def choice(self, path: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(path, default)
-        if value not in choices:
-            raise SpecError(f"spec.{path}: {value!r} is not allowed; use one of {', '.join(choices)}")
+    def choice(self, path: str) -> Any:
+        """One of the field's choices, its default when absent; None when it has no default and is absent or ''."""
+        declared = F.BY_PATH[path]
+        value = self.get(path, declared.default)
+        if value is None or (value == "" and declared.default is None):
+            return None
+        if value not in declared.choices:
+            raise SpecError(f"spec.{path}: {value!r} is not allowed; use one of {', '.join(declared.choices)}")
         return value
 
 
@@ -266,7 +270,7 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
     s3 = S3Spec(
         endpoint=r.string("s3.endpoint", HTTP_URL_RE, "give an http(s)://host[:port] URL"),
         region=r.string("s3.region", r"^[a-z0-9-]+$", "give a region name, e.g. us-east-1"),
-        path_style=bool(r.get("s3.pathStyle", True)),
+        path_style=bool(r.get("s3.pathStyle", F.default("s3.pathStyle"))),
         credentials=_secret_ref(r),
     )
     pull_secrets = tuple(ref.get("name", "") for ref in r.get("imagePullSecrets", []) or [])
@@ -281,16 +285,11 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
         input_manifest=manifest,
         s3=s3,
         parallelism=r.integer("parallelism"),  # type: ignore[arg-type]
-        image_pull_policy=r.choice("imagePullPolicy", (*PULL_POLICIES, ""), "") or None,
+        image_pull_policy=r.choice("imagePullPolicy"),
         image_pull_secrets=pull_secrets,
         models=_models(r),
-        ocr=OcrSpec(**{
-            attr: r.integer(f"ocr.{name}")  # type: ignore[misc]
-            for attr, name in (("page_batch_size", "pageBatchSize"), ("rec_batch_size", "recBatchSize"),
-                               ("det_limit_side_len", "detLimitSideLen"), ("max_pixels", "maxPixels"),
-                               ("max_pages", "maxPages"), ("max_item_bytes", "maxItemBytes"), ("pdf_dpi", "pdfDpi"))
-        }),
-        device=r.choice("device", DEVICES, "gpu"),
+        ocr=OcrSpec(**{name: r.integer(f.path) for name, f in OCR_FIELDS.items()}),  # type: ignore[arg-type]
+        device=r.choice("device"),
         workers_per_pod=r.integer("workersPerPod"),  # type: ignore[arg-type]
         resources={k: dict(v) for k, v in resources.items() if v},
         node_selector=dict(r.get("nodeSelector", {}) or {}),
@@ -304,6 +303,6 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
         stall_timeout_seconds=r.integer("stallTimeoutSeconds"),  # type: ignore[arg-type]
         shard_deadline_seconds=r.integer("shardDeadlineSeconds"),
         ttl_seconds_after_finished=r.integer("ttlSecondsAfterFinished"),
-        suspend=bool(r.get("suspend", False)),
-        pod_cleanup_policy=r.choice("podCleanupPolicy", CLEANUP_POLICIES, "DeleteSucceeded"),
+        suspend=bool(r.get("suspend", F.default("suspend"))),
+        pod_cleanup_policy=r.choice("podCleanupPolicy"),
     )

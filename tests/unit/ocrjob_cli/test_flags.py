@@ -29,6 +29,7 @@ from ocrjob_cli.flags import (
     spec_from_flags,
 )
 from ocrjob_operator.api.crd import build_crd
+from ocrjob_operator.api.fields import FLAGGED
 from ocrjob_operator.api.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -59,6 +60,12 @@ def _crd_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
         paths.add(path)
         paths |= _crd_paths(node, path + ".")
     return paths
+
+
+def test_submit_flags_are_the_flagged_fields_of_the_api_table() -> None:
+    assert [(f.name, f.metadata["path"], f.metadata["flag"]) for f in dataclasses.fields(SubmitFlags)] == [
+        (d.name, d.path, d.option) for d in FLAGGED]
+    assert all(getattr(SubmitFlags(), f.name) in (None, []) for f in dataclasses.fields(SubmitFlags))
 
 
 def test_every_flag_names_a_field_of_the_crd() -> None:

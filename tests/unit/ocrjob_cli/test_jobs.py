@@ -13,11 +13,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from inference_pod.job import exit_codes as loader_codes
+from ocrjob_cli import jobs
 from ocrjob_cli.exit import DESCRIPTIONS, CliError, ExitCode, markdown_table
+from ocrjob_cli.flags import SubmitFlags
 from ocrjob_cli.jobs import _check_secret, _pick_pods, _split_timestamp, register
 from ocrjob_cli.kube import cli_error
 from ocrjob_cli.render import human_duration, list_table, results_view, status_view
 from ocrjob_operator.api.client import Forbidden
+from ocrjob_operator.api.fields import FLAGGED
+from ocrjob_operator.api.names import pod_name
 
 COMMANDS = ("submit", "status", "list", "logs", "cancel", "suspend", "resume", "results", "retry")
 
@@ -67,6 +71,38 @@ def test_usage_errors_exit_2_before_any_cluster_call(app: typer.Typer, args: lis
     assert says in result.stderr
 
 
+def test_submit_has_one_option_per_flagged_spec_field(app: typer.Typer) -> None:
+    help_text = invoke(app, "submit", "--help").stdout
+    for declared in FLAGGED:
+        assert declared.option in help_text, declared.path
+    for other in ("--file", "--name", "--generate-name", "--label", "--set", "--dry-run", "--wait", "--namespace"):
+        assert other in help_text
+
+
+def test_submit_gathers_the_given_options_into_submit_flags(app: typer.Typer, monkeypatch: Any) -> None:
+    seen: list[Any] = []
+
+    def build_job(flags: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(flags)
+        raise CliError(ExitCode.USAGE, "stop here")
+
+    monkeypatch.setattr(jobs, "build_job", build_job)
+    result = invoke(app, "submit", "-i", "s3://bkt/in", "-o", "s3://bkt/out", "--image", "img:1", "--shards", "2",
+                    "--image-pull-secret", "a", "--image-pull-secret", "b", "--request", "cpu=4", "--limit",
+                    "memory=1Gi", "--node-selector", "pool=gpu", "--virtual-hosted-style", "--suspend",
+                    "--backoff", "30s", "--ttl", "7d", "--max-pixels", "5", "--workers-per-pod", "2", "--device", "cpu",
+                    "--det-model-dir", "/m/det", "--pod-cleanup-policy", "Keep")
+    assert result.exit_code == ExitCode.USAGE and "stop here" in result.stderr, result.output
+    assert seen == [SubmitFlags(
+        input="s3://bkt/in", output="s3://bkt/out", image="img:1", shards=2, image_pull_secrets=["a", "b"],
+        requests=["cpu=4"], limits=["memory=1Gi"], node_selector=["pool=gpu"], path_style=False, suspend=True,
+        backoff="30s", ttl="7d", max_pixels=5, workers_per_pod=2, device="cpu", det_model_dir="/m/det",
+        pod_cleanup_policy="Keep")]
+    seen.clear()
+    invoke(app, "submit", "-i", "s3://bkt/in")
+    assert seen == [SubmitFlags(input="s3://bkt/in")]  # nothing else given: suspend and path style stay unset
+
+
 def test_click_usage_errors_exit_2_too(app: typer.Typer) -> None:
     assert invoke(app, "submit", "--shards", "many").exit_code == ExitCode.USAGE
     assert invoke(app, "status").exit_code == ExitCode.USAGE
@@ -84,17 +120,17 @@ def test_an_unreachable_cluster_exits_6(app: typer.Typer, tmp_path: Path) -> Non
 
 
 def pod(shard: int, attempt: int, uid: str = "u") -> dict[str, Any]:
-    return {"metadata": {"name": f"j-s{shard}-a{attempt}", "labels": {
+    return {"metadata": {"name": pod_name("j", shard, attempt), "labels": {
         "ocrjob.dev/job-uid": uid, "ocrjob.dev/shard": str(shard), "ocrjob.dev/attempt": str(attempt)}}}
 
 
 def test_logs_pick_the_latest_attempt_of_each_shard() -> None:
     pods = [pod(1, 0), pod(0, 0), pod(0, 2), pod(0, 1), pod(2, 0, uid="older-job")]
     names = lambda ps: [p["metadata"]["name"] for p in ps]  # noqa: E731
-    assert names(_pick_pods(pods, "u", None, None)) == ["j-s0-a2", "j-s1-a0"]
-    assert names(_pick_pods(pods, "u", 0, None)) == ["j-s0-a2"]
-    assert names(_pick_pods(pods, "u", 0, 1)) == ["j-s0-a1"]
-    assert names(_pick_pods(pods, None, 2, None)) == ["j-s2-a0"]  # the job is gone: any pod with the name
+    assert names(_pick_pods(pods, "u", None, None)) == [pod_name("j", 0, 2), pod_name("j", 1, 0)]
+    assert names(_pick_pods(pods, "u", 0, None)) == [pod_name("j", 0, 2)]
+    assert names(_pick_pods(pods, "u", 0, 1)) == [pod_name("j", 0, 1)]
+    assert names(_pick_pods(pods, None, 2, None)) == [pod_name("j", 2, 0)]  # the job is gone: any pod with the name
     assert _pick_pods(pods, "u", 7, None) == []
 
 

@@ -21,6 +21,7 @@ from ocrjob_cli.wait import (
     progress_line,
     verdict,
 )
+from ocrjob_operator.api.names import pod_name
 
 UID = "uid-1"
 
@@ -90,13 +91,14 @@ def test_events_are_shown_once_oldest_first_and_again_when_repeated() -> None:
     assert feed.new([a, b]) == []
     assert [e["count"] for e in feed.new([event("a", "Planned", "2026-01-01T00:00:09Z", count=3)])] == [3]
     line = format_event(event("c", "FailedScheduling", "2026-01-01T10:11:12Z", count=2, type_="Warning",
-                              pod="j-s0-a0"))
-    assert line == "10:11:12 Warning FailedScheduling: pod/j-s0-a0 FailedScheduling happened (x2)"
+                              pod=pod_name("j", 0, 0)))
+    assert line == f"10:11:12 Warning FailedScheduling: pod/{pod_name('j', 0, 0)} FailedScheduling happened (x2)"
 
 
 def test_pods_of_a_job() -> None:
-    assert pod_of_job("j-s0-a0", "j") and pod_of_job("j-s12-a3", "j")
-    assert not pod_of_job("j-x-s0-a0", "j") and not pod_of_job("jj-s0-a0", "j") and not pod_of_job("j-s0", "j")
+    assert pod_of_job(pod_name("j", 0, 0), "j") and pod_of_job(pod_name("j", 12, 3), "j")
+    assert not pod_of_job(pod_name("j-x", 0, 0), "j") and not pod_of_job(pod_name("jj", 0, 0), "j")
+    assert not pod_of_job("j-s0", "j") and not pod_of_job("", "j")
 
 
 class Clock:
@@ -147,8 +149,8 @@ class FakeApi:
         return self.event_script[min(self.polls - 1, len(self.event_script) - 1)] if self.event_script else []
 
     def pod_warnings(self) -> list[dict[str, Any]]:
-        return [event("w", "FailedScheduling", "2026-01-01T00:00:05Z", type_="Warning", pod="j-s0-a0"),
-                event("x", "FailedScheduling", "2026-01-01T00:00:05Z", type_="Warning", pod="other-s0-a0")]
+        return [event("w", "FailedScheduling", "2026-01-01T00:00:05Z", type_="Warning", pod=pod_name("j", 0, 0)),
+                event("x", "FailedScheduling", "2026-01-01T00:00:05Z", type_="Warning", pod=pod_name("other", 0, 0))]
 
 
 class Recorder:

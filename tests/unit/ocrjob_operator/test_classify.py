@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from inference_pod.job import exit_codes
+from ocrjob_operator.api.names import pod_name
 from ocrjob_operator.classify import CONFIG_ERROR_GRACE_SECONDS, Category, classify_pod, parse_time
 
 T0 = "2026-01-01T00:00:00Z"
@@ -17,7 +18,8 @@ NOW = parse_time(T0) + 100  # type: ignore[operator]
 def pod(phase: str = "Running", *, state: dict[str, Any] | None = None, reason: str | None = None,
         conditions: list[dict[str, Any]] | None = None, annotations: dict[str, str] | None = None,
         deleting: bool = False, start: str = T0) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "job-s2-a1", "labels": {"ocrjob.dev/shard": "2", "ocrjob.dev/attempt": "1"},
+    meta: dict[str, Any] = {"name": pod_name("job", 2, 1),
+                            "labels": {"ocrjob.dev/shard": "2", "ocrjob.dev/attempt": "1"},
                             "creationTimestamp": T0, "annotations": annotations or {}}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"

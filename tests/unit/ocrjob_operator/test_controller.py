@@ -13,7 +13,7 @@ import pytest
 from inference_pod.job import layout
 from inference_pod.job.storage import LocalStorage, ObjectNotFound
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
-from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID
+from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID, pod_name
 from ocrjob_operator.controller import Controller, JobMemo
 
 UID = "11111111-2222-3333-4444-555555555555"
@@ -180,16 +180,16 @@ def test_happy_path_plan_dispatch_finish(world) -> None:
     assert status["phase"] == "Running" and status["items"]["total"] == 8 and status["shards"]["total"] == 4
     assert "Planned" in reasons(events) and "UnsupportedSkipped" in reasons(events)
     ctl.reconcile("ns", "job")
-    assert kube.created == ["job-s0-a0", "job-s1-a0"]  # parallelism 2
+    assert kube.created == [pod_name("job", 0, 0), pod_name("job", 1, 0)]  # parallelism 2
     ctl.reconcile("ns", "job")
-    assert kube.created == ["job-s0-a0", "job-s1-a0"]
-    kube.run("job-s0-a0")
-    storage.dest.put(layout.progress_key(UID, 0), json.dumps({"pod": "job-s0-a0", "updated_at": 1,
+    assert kube.created == [pod_name("job", 0, 0), pod_name("job", 1, 0)]
+    kube.run(pod_name("job", 0, 0))
+    storage.dest.put(layout.progress_key(UID, 0), json.dumps({"pod": pod_name("job", 0, 0), "updated_at": 1,
                                                               "items": {"ok": 1, "failed": 0, "skipped": 0}}).encode())
     ctl.reconcile("ns", "job")
     assert kube.job["status"]["progress"] == "1/8"  # live progress from the heartbeat
     for shard in range(4):
-        name = f"job-s{shard}-a0"
+        name = pod_name("job", shard, 0)
         if name not in kube.pods:
             ctl.reconcile("ns", "job")
         kube.finish(name, 0, {"ok": 2, "failed": 0, "skipped": 0})
@@ -212,12 +212,12 @@ def test_restart_at_every_step_never_duplicates_a_pod(world) -> None:
     kube, storage, _events, _clock, controller = world()
     for _ in range(3):
         controller().reconcile("ns", "job")
-    assert kube.created == ["job-s0-a0", "job-s1-a0"]
-    kube.finish("job-s0-a0", 0, {"ok": 2})
+    assert kube.created == [pod_name("job", 0, 0), pod_name("job", 1, 0)]
+    kube.finish(pod_name("job", 0, 0), 0, {"ok": 2})
     write_summary(storage, 0, 2)
     controller().reconcile("ns", "job")
     controller().reconcile("ns", "job")
-    assert kube.created == ["job-s0-a0", "job-s1-a0", "job-s2-a0"]
+    assert kube.created == [pod_name("job", 0, 0), pod_name("job", 1, 0), pod_name("job", 2, 0)]
 
 
 def test_existing_plan_is_never_replanned(world) -> None:
@@ -235,21 +235,21 @@ def test_counted_retry_with_backoff_then_failure_when_budget_spent(world) -> Non
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.finish("job-s0-a0", 137, reason="OOMKilled", at=clock.t)
+    kube.finish(pod_name("job", 0, 0), 137, reason="OOMKilled", at=clock.t)
     delay = ctl.reconcile("ns", "job")
-    assert "job-s0-a1" not in kube.pods and delay is not None and delay <= 10  # waiting for the backoff
+    assert pod_name("job", 0, 1) not in kube.pods and delay is not None and delay <= 10  # waiting for the backoff
     clock.t += 11
     ctl.reconcile("ns", "job")
-    assert "job-s0-a1" in kube.pods
+    assert pod_name("job", 0, 1) in kube.pods
     assert any(r == "ShardRetried" and "OOMKilled" in m for _, r, m in events)
-    kube.finish("job-s0-a1", 70, at=clock.t)
+    kube.finish(pod_name("job", 0, 1), 70, at=clock.t)
     clock.t += 100
     ctl.reconcile("ns", "job")
     status = kube.job["status"]
     assert status["phase"] == "Failed" and status["failedShards"][0]["reason"] == "RetriesExhausted"
-    assert status["retries"]["counted"] == 2 and "job-s0-a2" not in kube.created
+    assert status["retries"]["counted"] == 2 and pod_name("job", 0, 2) not in kube.created
     assert "ShardFailed" in reasons(events)
-    assert set(kube.pods) == {"job-s0-a0", "job-s0-a1"}  # failed pods are kept for their logs
+    assert set(kube.pods) == {pod_name("job", 0, 0), pod_name("job", 0, 1)}  # failed pods are kept for their logs
 
 
 def test_eviction_does_not_spend_the_budget(world) -> None:
@@ -258,9 +258,9 @@ def test_eviction_does_not_spend_the_budget(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.finish("job-s0-a0", 137, pod_reason="Evicted", at=clock.t - 10)
+    kube.finish(pod_name("job", 0, 0), 137, pod_reason="Evicted", at=clock.t - 10)
     ctl.reconcile("ns", "job")
-    assert "job-s0-a1" in kube.pods and kube.job["status"]["retries"] == {"counted": 0, "disruptions": 1}
+    assert pod_name("job", 0, 1) in kube.pods and kube.job["status"]["retries"] == {"counted": 0, "disruptions": 1}
 
 
 def test_input_error_is_not_retried_and_the_rest_finishes(world) -> None:
@@ -269,11 +269,11 @@ def test_input_error_is_not_retried_and_the_rest_finishes(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.finish("job-s1-a0", 65)
+    kube.finish(pod_name("job", 1, 0), 65)
     clock.t += 1000
     ctl.reconcile("ns", "job")
-    assert "job-s1-a1" not in kube.pods and kube.job["status"]["phase"] == "Running"
-    kube.finish("job-s0-a0", 0, {"ok": 4})
+    assert pod_name("job", 1, 1) not in kube.pods and kube.job["status"]["phase"] == "Running"
+    kube.finish(pod_name("job", 0, 0), 0, {"ok": 4})
     write_summary(storage, 0, 4)
     ctl.reconcile("ns", "job")
     status = kube.job["status"]
@@ -286,13 +286,13 @@ def test_config_error_fails_fast(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.run("job-s1-a0")
-    kube.pods["job-s0-a0"]["status"] = {"phase": "Pending", "containerStatuses": [
+    kube.run(pod_name("job", 1, 0))
+    kube.pods[pod_name("job", 0, 0)]["status"] = {"phase": "Pending", "containerStatuses": [
         {"name": "ocr", "state": {"waiting": {"reason": "InvalidImageName", "message": "bad image"}}}]}
     ctl.reconcile("ns", "job")
     status = kube.job["status"]
     assert status["phase"] == "Failed" and "InvalidImageName" in status["message"] and "spec.image" in status["message"]
-    assert "job-s1-a0" in kube.deleted and len(kube.created) == 2
+    assert pod_name("job", 1, 0) in kube.deleted and len(kube.created) == 2
     assert "ShardStopped" in reasons(events)
 
 
@@ -301,15 +301,17 @@ def test_suspend_stops_pods_and_resume_continues(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.run("job-s0-a0")
+    kube.run(pod_name("job", 0, 0))
     kube.job["spec"]["suspend"] = True
     ctl.reconcile("ns", "job")
-    assert kube.job["status"]["phase"] == "Suspended" and set(kube.deleted) == {"job-s0-a0", "job-s1-a0"}
+    assert kube.job["status"]["phase"] == "Suspended"
+    assert set(kube.deleted) == {pod_name("job", 0, 0), pod_name("job", 1, 0)}
     ctl.reconcile("ns", "job")
     assert len(kube.created) == 2
     kube.job["spec"]["suspend"] = False
     ctl.reconcile("ns", "job")
-    assert kube.job["status"]["phase"] == "Running" and kube.created[2:] == ["job-s0-a0", "job-s1-a0"]
+    assert kube.job["status"]["phase"] == "Running"
+    assert kube.created[2:] == [pod_name("job", 0, 0), pod_name("job", 1, 0)]
     assert "Suspended" in reasons(events) and "Resumed" in reasons(events)
 
 
@@ -318,12 +320,12 @@ def test_stalled_pod_is_killed_through_its_deadline(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.run("job-s0-a0")
+    kube.run(pod_name("job", 0, 0))
     ctl.reconcile("ns", "job")
     clock.t += 120  # no heartbeat yet: starting up, within the first-heartbeat grace
     ctl.reconcile("ns", "job")
     assert kube.killed == []
-    beat = {"pod": "job-s0-a0", "updated_at": 1, "items": {"ok": 0}}
+    beat = {"pod": pod_name("job", 0, 0), "updated_at": 1, "items": {"ok": 0}}
     storage.dest.put(layout.progress_key(UID, 0), json.dumps(beat).encode())
     ctl.reconcile("ns", "job")
     clock.t += 50
@@ -331,7 +333,7 @@ def test_stalled_pod_is_killed_through_its_deadline(world) -> None:
     assert kube.killed == []
     clock.t += 20
     ctl.reconcile("ns", "job")
-    assert kube.killed and kube.killed[0][0] == "job-s0-a0"
+    assert kube.killed and kube.killed[0][0] == pod_name("job", 0, 0)
     assert "ShardStalled" in reasons(events)
 
 
@@ -341,7 +343,7 @@ def test_shard_done_in_storage_is_not_rerun(world) -> None:
     ctl.reconcile("ns", "job")
     write_summary(storage, 0, 4)  # finished by an earlier incarnation whose pods are gone
     ctl.reconcile("ns", "job")
-    assert kube.created == ["job-s1-a0"]
+    assert kube.created == [pod_name("job", 1, 0)]
     assert kube.job["status"]["shards"]["succeeded"] == 1
 
 
@@ -383,7 +385,7 @@ def test_ttl_deletes_the_finished_job(world) -> None:
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    kube.finish("job-s0-a0", 0, {"ok": 8})
+    kube.finish(pod_name("job", 0, 0), 0, {"ok": 8})
     write_summary(storage, 0, 8)
     ctl.reconcile("ns", "job")
     assert kube.job is not None and kube.job["status"]["phase"] == "Succeeded"
@@ -403,8 +405,8 @@ def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
     storage.dest.put(layout.shard_manifest_key(UID, 1), b"{ not json")
-    kube.finish("job-s1-a0", 65)
-    kube.finish("job-s0-a0", 0, {"ok": 4})
+    kube.finish(pod_name("job", 1, 0), 65)
+    kube.finish(pod_name("job", 0, 0), 0, {"ok": 4})
     write_summary(storage, 0, 4)
     ctl.reconcile("ns", "job")
     status = kube.job["status"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ocrjob_operator.api.spec import MAX_BACKOFF_SECONDS, parse_spec
+from ocrjob_operator.api.fields import MAX_BACKOFF_SECONDS
+from ocrjob_operator.api.names import pod_name
+from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.classify import Category, PodOutcome
 from ocrjob_operator.decide import (
     DISRUPTION_RETRY_SECONDS,
@@ -26,7 +28,7 @@ def spec(**extra):
 
 def pod(shard: int, attempt: int, category: Category, reason: str = "", finished: float | None = NOW - 100,
         name: str | None = None) -> PodOutcome:
-    return PodOutcome(name=name or f"job-s{shard}-a{attempt}", shard=shard, attempt=attempt, category=category,
+    return PodOutcome(name=name or pod_name("job", shard, attempt), shard=shard, attempt=attempt, category=category,
                       reason=reason, message=f"{reason} details", created_at=NOW - 200,
                       finished_at=None if category in (Category.RUNNING, Category.PENDING) else finished)
 
@@ -113,20 +115,20 @@ def test_config_error_fails_the_job_fast_and_stops_the_others() -> None:
                               pod(1, 0, Category.RUNNING), pod(2, 0, Category.PENDING)], s, NOW)
     decision = decide(states, s, NOW)
     assert decision.outcome is Outcome.FAILED and decision.fatal is not None and decision.fatal.index == 0
-    assert sorted(decision.delete) == ["job-s1-a0", "job-s2-a0"] and decision.create == []
+    assert sorted(decision.delete) == [pod_name("job", 1, 0), pod_name("job", 2, 0)] and decision.create == []
 
 
 def test_suspend_stops_running_pods_and_starts_none() -> None:
     s = spec(parallelism=4, suspend=True)
     states = shard_states(4, [pod(0, 0, Category.RUNNING), pod(1, 0, Category.SUCCEEDED)], s, NOW)
     decision = decide(states, s, NOW)
-    assert decision.create == [] and decision.delete == ["job-s0-a0"] and decision.outcome is None
+    assert decision.create == [] and decision.delete == [pod_name("job", 0, 0)] and decision.outcome is None
 
 
 def test_stalled_running_pods_are_killed() -> None:
     s = spec(parallelism=2)
     states = shard_states(4, [pod(0, 0, Category.RUNNING), pod(1, 0, Category.RUNNING)], s, NOW)
-    assert decide(states, s, NOW, frozenset({"job-s1-a0"})).kill == ["job-s1-a0"]
+    assert decide(states, s, NOW, frozenset({pod_name("job", 1, 0)})).kill == [pod_name("job", 1, 0)]
 
 
 def test_next_retry_time_is_reported() -> None:

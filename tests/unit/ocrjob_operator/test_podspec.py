@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 
-from ocrjob_operator.api.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_SHARD
+from inference_pod.job import settings
+from inference_pod.job.settings import (
+    ATTEMPT_ENV,
+    DEFAULT_TERMINATION_LOG,
+    JOB_NAME_ENV,
+    POD_NAME_ENV,
+    S3_ENDPOINT_ENV,
+    S3_PATH_STYLE_ENV,
+    S3_REGION_ENV,
+    SHARD_ENV,
+)
+from ocrjob_operator.api.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_SHARD, pod_name
 from ocrjob_operator.api.spec import parse_spec
-from ocrjob_operator.podspec import JobRef, build_pod, job_selector, pod_name
+from ocrjob_operator.podspec import LOADER_GRACE_SECONDS, TERMINATION_GRACE_SECONDS, JobRef, build_pod, job_selector
 
 JOB = JobRef("scan-2024", "team-a", "0b8f3c7e-1111-2222-3333-444455556666")
 MANIFEST = "s3://bucket/results/_ocrjob/0b8f3c7e-1111-2222-3333-444455556666/shards/00003.json"
@@ -29,7 +41,7 @@ def test_same_inputs_same_pod() -> None:
 def test_name_labels_owner() -> None:
     pod = build_pod(JOB, spec(queueName="gpu-queue"), 3, 2, MANIFEST)
     meta = pod["metadata"]
-    assert meta["name"] == pod_name("scan-2024", 3, 2) == "scan-2024-s3-a2"
+    assert meta["name"] == pod_name("scan-2024", 3, 2)
     assert meta["namespace"] == "team-a"
     assert meta["labels"][LABEL_JOB] == "scan-2024" and meta["labels"][LABEL_JOB_UID] == JOB.uid
     assert meta["labels"][LABEL_SHARD] == "3" and meta["labels"][LABEL_ATTEMPT] == "2"
@@ -47,7 +59,7 @@ def test_gpu_device_requests_exactly_one_gpu_and_tolerates_the_gpu_taint() -> No
     assert resources["limits"] == {"memory": "24Gi", GPU_RESOURCE: 1}
     assert resources["requests"][GPU_RESOURCE] == 1
     assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
-    assert env_of(pod)["OCRJOB_DEVICE"] == "gpu"
+    assert env_of(pod)[settings.BY_NAME["device"].env] == "gpu"
 
 
 def test_cpu_device_requests_no_gpu() -> None:
@@ -63,15 +75,32 @@ def test_environment_carries_the_job_and_credentials_by_reference_only() -> None
                      "recognition": {"name": "r", "location": "s3://models/rec"}})
     pod = build_pod(JOB, s, 3, 1, MANIFEST)
     env = env_of(pod)
-    assert env["OCRJOB_MANIFEST"] == MANIFEST and env["OCRJOB_ATTEMPT"] == "1"
-    assert env["OCRJOB_WORKERS_PER_DEVICE"] == "2" and env["OCRJOB_PAGE_BATCH_SIZE"] == "8"
-    assert env["OCRJOB_DET_LIMIT_SIDE_LEN"] == "1280"
-    assert env["OCRJOB_S3_ENDPOINT"] == "http://s3:8333" and env["OCRJOB_S3_REGION"] == "eu-1"
-    assert env["OCRJOB_DET_MODEL_DIR"] == "s3://models/det" and env["OCRJOB_REC_MODEL_NAME"] == "r"
+    loader = {s.name: env.get(s.env) for s in settings.SETTINGS}
+    assert loader["manifest"] == MANIFEST and env[ATTEMPT_ENV] == "1"
+    assert env[JOB_NAME_ENV] == "scan-2024" and env[SHARD_ENV] == "3"
+    assert loader["workers_per_device"] == "2" and loader["page_batch_size"] == "8"
+    assert loader["det_limit_side_len"] == "1280"
+    assert env[S3_ENDPOINT_ENV] == "http://s3:8333" and env[S3_REGION_ENV] == "eu-1"
+    assert env[S3_PATH_STYLE_ENV] == "true"
+    assert loader["det_model_dir"] == "s3://models/det" and loader["rec_model_name"] == "r"
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}
-    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env[POD_NAME_ENV] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "inference_pod"]
+    assert pod["spec"]["containers"][0]["terminationMessagePath"] == DEFAULT_TERMINATION_LOG
+
+
+def test_defaults_and_the_grace_period_come_from_the_settings_table() -> None:
+    pod = build_pod(JOB, spec(), 0, 0, MANIFEST)
+    env = env_of(pod)
+    assert env == {**env, **settings.environment({s.name: s.default for s in settings.SETTINGS
+                                                 if s.spec and s.default is not None})}
+    assert settings.default("grace_seconds") == LOADER_GRACE_SECONDS
+    assert env[settings.BY_NAME["grace_seconds"].env] == settings.environment(
+        {"grace_seconds": LOADER_GRACE_SECONDS})[settings.BY_NAME["grace_seconds"].env]
+    # Kubernetes waits a little longer than the loader's own grace before it kills the container.
+    assert pod["spec"]["terminationGracePeriodSeconds"] == TERMINATION_GRACE_SECONDS > math.ceil(LOADER_GRACE_SECONDS)
+    assert not any(s.env in env for s in settings.SETTINGS if s.name in settings.MODEL_SETTINGS)  # bundled models
 
 
 def test_scheduling_fields_pass_through() -> None:

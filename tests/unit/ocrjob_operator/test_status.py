@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference_pod.job.records import utc_iso
+from ocrjob_operator.api.names import pod_name
 from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.classify import Category, PodOutcome
 from ocrjob_operator.decide import decide, shard_states
@@ -25,8 +26,8 @@ def spec(**extra):
 
 
 def pod(shard: int, category: Category, items: dict | None = None, attempt: int = 0, reason: str = "") -> PodOutcome:
-    return PodOutcome(name=f"j-s{shard}-a{attempt}", shard=shard, attempt=attempt, category=category, reason=reason,
-                      message=reason, created_at=NOW - 60, finished_at=NOW - 1,
+    return PodOutcome(name=pod_name("j", shard, attempt), shard=shard, attempt=attempt, category=category,
+                      reason=reason, message=reason, created_at=NOW - 60, finished_at=NOW - 1,
                       summary={"items": items} if items else None)
 
 
@@ -45,7 +46,7 @@ def cond(status: dict, ctype: str) -> dict:
 
 def test_running_with_live_progress_from_heartbeats() -> None:
     running = pod(0, Category.RUNNING)
-    beats = {0: {"pod": "j-s0-a0", "items": {"ok": 3, "failed": 1, "skipped": 0}}}
+    beats = {0: {"pod": pod_name("j", 0, 0), "items": {"ok": 3, "failed": 1, "skipped": 0}}}
     status = compute_status(observe([running], beats), None)
     assert status["phase"] == "Running" and status["observedGeneration"] == 3
     assert status["progress"] == "4/10" and status["shardProgress"] == "0/2"
@@ -58,7 +59,7 @@ def test_running_with_live_progress_from_heartbeats() -> None:
 
 def test_heartbeat_of_an_earlier_attempt_is_ignored() -> None:
     running = pod(0, Category.RUNNING, attempt=1)
-    stale = {0: {"pod": "j-s0-a0", "items": {"ok": 9}}}
+    stale = {0: {"pod": pod_name("j", 0, 0), "items": {"ok": 9}}}
     assert compute_status(observe([running], stale), None)["items"]["done"] == 0
 
 

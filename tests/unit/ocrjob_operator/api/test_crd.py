@@ -7,9 +7,11 @@ from typing import Any
 
 import yaml
 
+from ocrjob_operator.api import fields as F
 from ocrjob_operator.api import spec as S
 from ocrjob_operator.api.crd import build_crd, render
 from ocrjob_operator.api.names import GROUP, KIND, SHORT_NAMES, VERSION
+from ocrjob_operator.api.phases import ConditionType, Phase
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -69,9 +71,26 @@ def test_every_integer_has_bounds_and_they_match_the_operator() -> None:
             assert "minimum" in node and "maximum" in node, f"{path} is unbounded"
 
 
+def test_table_fields_carry_the_tables_description() -> None:
+    spec = _schema()["properties"]["spec"]
+    for declared in F.FIELDS:
+        if declared.type in (int, bool) or declared.choices:
+            node = spec
+            for part in declared.path.split("."):
+                node = node["properties"][part]
+            assert node["description"] == declared.description, declared.path
+
+
+def test_status_phases_are_the_enums() -> None:
+    status = _schema()["properties"]["status"]["properties"]
+    assert status["phase"]["enum"] == Phase.values() and status["phase"]["description"] == f"{Phase.listing()}."
+    assert ConditionType.listing() in status["conditions"]["items"]["description"]
+
+
 def test_spec_requires_the_essentials() -> None:
     spec = _schema()["properties"]["spec"]
     assert set(spec["required"]) == {"input", "output", "image", "sharding"}
+    assert {f.path.split(".")[0] for f in F.FIELDS if f.required} <= set(spec["required"])
     status = _schema()["properties"]["status"]["properties"]
     for field in ("phase", "conditions", "observedGeneration", "planLocation", "summaryLocation", "startTime",
                   "completionTime", "shards", "items", "progress", "shardProgress", "message"):

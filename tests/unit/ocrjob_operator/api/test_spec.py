@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ocrjob_operator.api import fields as F
 from ocrjob_operator.api.spec import SpecError, output_inside_input, parse_quantity, parse_spec
 
 BASE: dict[str, Any] = {
@@ -34,12 +35,18 @@ def with_(**changes: Any) -> dict[str, Any]:
 def test_minimal_spec_gets_defaults() -> None:
     spec = parse_spec(BASE)
     assert (spec.input_uri, spec.output_uri, spec.shard_count) == ("s3://bucket/scans", "s3://bucket/results", 4)
-    assert spec.device == "gpu" and spec.parallelism == 1 and spec.workers_per_pod == 1
-    assert spec.retries == 3 and spec.backoff_seconds == 10 and spec.stall_timeout_seconds == 600
+    assert (spec.device, spec.parallelism, spec.workers_per_pod) == (
+        F.default("device"), F.default("parallelism"), F.default("workersPerPod"))
+    assert (spec.retries, spec.backoff_seconds, spec.stall_timeout_seconds) == (
+        F.default("retries.perShard"), F.default("retries.backoffSeconds"), F.default("stallTimeoutSeconds"))
     assert spec.shard_deadline_seconds is None and spec.ttl_seconds_after_finished is None
-    assert spec.suspend is False and spec.pod_cleanup_policy == "DeleteSucceeded"
-    assert spec.s3.credentials is None and spec.models is None
-    assert spec.ocr.page_batch_size == 4 and spec.ocr.det_limit_side_len == 960
+    assert (spec.suspend, spec.pod_cleanup_policy) == (F.default("suspend"), F.default("podCleanupPolicy"))
+    assert spec.s3.credentials is None and spec.models is None and spec.s3.path_style is F.default("s3.pathStyle")
+    assert spec.image_pull_policy is None
+    for declared in F.FIELDS:
+        if declared.path.startswith("ocr."):
+            assert getattr(spec.ocr, declared.setting) == declared.default, declared.path  # type: ignore[arg-type]
+    assert spec.ocr.page_batch_size == F.default("ocr.pageBatchSize") is not None
 
 
 def test_full_spec() -> None:
@@ -83,6 +90,10 @@ def test_full_spec() -> None:
     ({"s3": {"credentialsSecret": {"name": "Bad_Name"}}}, "Secret in the job's namespace"),
     ({"queueName": "not a label!"}, "LocalQueue"),
     ({"stallTimeoutSeconds": 1}, "between 10 and 86400"),
+    ({"ocr": {"maxPixels": 0}}, "between 1 and 400000000"),
+    ({"ocr": {"maxItemBytes": 0}}, "between 1 and 4294967296"),
+    ({"imagePullPolicy": "Sometimes"}, "use one of Always, IfNotPresent, Never"),
+    ({"podCleanupPolicy": "Never"}, "use one of DeleteSucceeded, Delete, Keep"),
 ])
 def test_invalid_specs_say_what_to_fix(changes: dict[str, Any], needle: str) -> None:
     with pytest.raises(SpecError, match="spec") as err:
