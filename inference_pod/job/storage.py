@@ -391,6 +391,9 @@ def _explain(exc: Exception, doing: str) -> StorageError:
     if name in ("NoCredentialsError", "PartialCredentialsError"):
         return CredentialsRefused(f"{doing}: no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                                   "AWS_PROFILE, or web identity")
+    if code == "403":  # a HEAD answer has no body, so no error code: bad keys and a denied access look alike
+        return CredentialsRefused(f"{doing}: S3 refused the credentials or the access (403, no details): check the "
+                                  "access key, secret and bucket policy")
     if code in _CREDENTIAL_CODES or status == 401:
         return CredentialsRefused(f"{doing}: S3 refused the credentials ({code or status}): check the access key, "
                                   "secret and session token")

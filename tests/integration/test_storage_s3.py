@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from inference_pod.job import exit_codes
+from inference_pod.job.errors import CredentialsRefused, InvalidRequest
 from inference_pod.job.storage import (
     TMP_PREFIX,
     ObjectInfo,
@@ -136,6 +138,8 @@ def test_missing_bucket(s3_environ: dict[str, str], tmp_path: Path) -> None:
         with pytest.raises(StorageError, match="no-such-bucket-ocrjob") as info:
             call()
         assert not isinstance(info.value, ObjectNotFound), "a missing bucket is not a missing object"
+        assert isinstance(info.value, InvalidRequest)
+        assert exit_codes.for_storage_error(info.value) == exit_codes.INPUT_ERROR
         assert "bucket does not exist" in str(info.value)
 
 
@@ -166,6 +170,8 @@ def test_wrong_credentials_are_reported_as_refused(which: str, s3_environ: dict[
         assert s3_bucket in message  # says what was being done
         assert "\n" not in message and "Traceback" not in message  # one sentence, no stack dump
         assert not isinstance(info.value, ObjectNotFound)
+        assert isinstance(info.value, CredentialsRefused)
+        assert exit_codes.for_storage_error(info.value) == exit_codes.CREDENTIALS
         assert time.monotonic() - started < 5, f"{op}: a refusal is final, not retried"
     assert s3_server.client().get_object(Bucket=s3_bucket, Key="in/x.json")["Body"].read() == b"{}"
 
