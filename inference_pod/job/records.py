@@ -95,6 +95,22 @@ class Fields:
     def sequence(self, name: str, default: Any = _REQUIRED) -> tuple[Any, ...]:
         return tuple(self._get(name, (list, tuple), "a list", default, False))
 
+    def objects(self, name: str, default: Any = _REQUIRED) -> tuple[dict[str, Any], ...]:
+        """A list of JSON objects kept as they are (e.g. device reports)."""
+        values = self.sequence(name, default)
+        for i, value in enumerate(values):
+            if not isinstance(value, dict):
+                raise RecordError(self.record, f"{name}[{i}]", f"must be an object, got {type(value).__name__}")
+        return values
+
+    def tallies(self, name: str, default: Any = _REQUIRED) -> dict[str, int]:
+        """An object of integer counts by name (e.g. error codes)."""
+        values = self.mapping(name, default)
+        for key, value in values.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise RecordError(self.record, f"{name}.{key}", f"must be an integer, got {type(value).__name__}")
+        return values
+
     def choice(self, name: str, allowed: tuple[str, ...], default: Any = _REQUIRED) -> Any:
         value = self.text(name, default)
         if name in self.doc and value not in allowed:

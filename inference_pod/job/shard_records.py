@@ -94,10 +94,7 @@ class ShardContext:
 
     @classmethod
     def read(cls, f: Fields) -> ShardContext:
-        devices = f.sequence("devices", ())
-        for i, device in enumerate(devices):
-            Fields(f.record, {f"devices[{i}]": device}).mapping(f"devices[{i}]")
-        return cls(tuple(devices), f.mapping("models", {}), f.integer("workers", None, nullable=True),
+        return cls(f.objects("devices", ()), f.mapping("models", {}), f.integer("workers", None, nullable=True),
                    f.text("attempt", None, nullable=True), f.text("pod", None, nullable=True))
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,7 +173,7 @@ class ShardSummary:
             f.choice("status", SHARD_STATUSES), f.integer("exit_code", None, nullable=True), f.text("message", ""),
             f.nested("items", ItemCounts.from_dict, None, nullable=True), f.each("errors", ErrorEntry.from_dict, ()),
             f.text("job_id", None, nullable=True), f.integer("shard_index", None, nullable=True),
-            _codes(f), f.integer("errors_truncated", 0), f.text("started", None, nullable=True),
+            f.tallies("error_codes", {}), f.integer("errors_truncated", 0), f.text("started", None, nullable=True),
             f.text("finished", None, nullable=True), f.number("seconds", None, nullable=True),
             f.nested("throughput", Throughput.from_dict, None, nullable=True), f.text("host", None, nullable=True),
             ShardContext.read(f),
@@ -196,9 +193,3 @@ class ShardSummary:
             "host": self.host, **self.context.to_dict(),
         }
 
-
-def _codes(f: Fields) -> dict[str, int]:
-    codes = f.mapping("error_codes", {})
-    for code, count in codes.items():
-        Fields(f.record, {f"error_codes.{code}": count}).integer(f"error_codes.{code}")
-    return codes

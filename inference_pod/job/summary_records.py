@@ -31,7 +31,7 @@ class JobShard:
     @classmethod
     def from_dict(cls, doc: Any) -> JobShard:
         f = Fields(cls.NAME, doc)
-        return cls(f.integer("index"), f.integer("items"), f.text("status"), f.sequence("devices", ()),
+        return cls(f.integer("index"), f.integer("items"), f.text("status"), f.objects("devices", ()),
                    f.number("seconds", None, nullable=True),
                    f.nested("throughput", Throughput.from_dict, None, nullable=True),
                    f.text("attempt", None, nullable=True))
@@ -70,7 +70,7 @@ class JobSummary:
         f = Fields(cls.NAME, doc)
         return cls(f.text("job_id"), f.text("input"), f.text("output"), f.text("status"), f.text("created"),
                    f.nested("items", ItemCounts.from_dict), f.mapping("skipped_at_planning", {}),
-                   f.mapping("error_codes", {}), f.each("failed_items", ErrorEntry.from_dict, ()),
+                   f.tallies("error_codes", {}), f.each("failed_items", ErrorEntry.from_dict, ()),
                    f.each("shards", JobShard.from_dict, ()),
                    {k: v for k, v in doc.items() if k not in cls.FIELDS})
 
