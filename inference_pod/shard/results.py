@@ -1,4 +1,4 @@
-"""The records the loader writes: one result object per input, progress heartbeats, the shard summary."""
+"""Builds the records the loader writes (declared in inference_pod.job): results, heartbeats, shard summary."""
 
 from __future__ import annotations
 
