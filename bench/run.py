@@ -51,6 +51,7 @@ def measure_loader(args: argparse.Namespace) -> dict:
     from inference_pod.models import default_model_source
     from inference_pod.shard.config import LoaderConfig
     from inference_pod.shard.coordinator import run_shard
+    from inference_pod.shard.messages import Outcome
 
     started = time.time()
     config = LoaderConfig(
@@ -68,7 +69,7 @@ def measure_loader(args: argparse.Namespace) -> dict:
                 message = progress.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if message.get("status") == "ok":
+            if message.item.outcome is Outcome.OK:
                 stamps.append(time.time())
 
     reader = threading.Thread(target=drain, daemon=True)
@@ -76,8 +77,8 @@ def measure_loader(args: argparse.Namespace) -> dict:
     code, summary = run_shard(config, progress=progress)
     done.set()
     reader.join(timeout=10)
-    if code != 0 or summary["items"]["ok"] != summary["items"]["total"]:
-        raise SystemExit(f"loader run failed: exit {code}: {summary.get('message')}")
+    if code != 0 or summary.items is None or summary.items.ok != summary.items.total:
+        raise SystemExit(f"loader run failed: exit {code}: {summary.message}")
     return {"started": started, "stamps": stamps}
 
 

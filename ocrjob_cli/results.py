@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference_pod.job import layout
+from inference_pod.job import layout, records
 from inference_pod.job.storage import ObjectNotFound, S3Settings, Storage, StorageError, open_storage
 from ocrjob_cli.exit import CliError, ExitCode
 
@@ -52,35 +52,36 @@ class JobFiles:
         except (ValueError, StorageError) as exc:
             raise storage_error(exc, f"opening {self.output_uri}") from exc
 
-    def _json(self, key: str) -> dict[str, Any] | None:
+    def _record(self, key: str, schema: str) -> dict[str, Any] | None:
+        """The record at `key` as the JSON object stored (None when it does not exist). The CLI shows what is
+        stored, as stored, so it takes the object as it is and checks only that it is one of that schema."""
         try:
-            doc = json.loads(self.dest.get(key))
+            return records.load_record(self.dest, key, schema)
         except ObjectNotFound:
             return None
         except StorageError as exc:
             raise storage_error(exc, f"reading {self.uri(key)}") from exc
-        except ValueError as exc:
-            raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid JSON: {exc}") from exc
-        return doc if isinstance(doc, dict) else None
+        except records.RecordError as exc:
+            raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid JSON of schema {schema}: {exc}") from exc
 
     def uri(self, key: str) -> str:
         return f"{self.output_uri.rstrip('/')}/{key}"
 
     def summary(self) -> dict[str, Any] | None:
-        return self._json(layout.job_summary_key(self.uid))
+        return self._record(layout.job_summary_key(self.uid), records.JOB_SUMMARY_SCHEMA)
 
     def plan(self) -> dict[str, Any] | None:
-        return self._json(layout.plan_key(self.uid))
+        return self._record(layout.plan_key(self.uid), records.PLAN_SCHEMA)
 
     def index(self) -> dict[str, Any] | None:
-        return self._json(layout.job_index_key(self.uid))
+        return self._record(layout.job_index_key(self.uid), records.INDEX_SCHEMA)
 
     def shard_keys(self, manifest_key: str) -> list[str]:
-        doc = self._json(manifest_key) or {}
+        doc = self._record(manifest_key, records.MANIFEST_SCHEMA) or {}
         return [item["key"] for item in doc.get("items", [])]
 
     def result(self, key: str) -> dict[str, Any] | None:
-        return self._json(layout.result_key(key))
+        return self._record(layout.result_key(key), records.RESULT_SCHEMA)
 
     def delete_result(self, key: str) -> None:
         try:

@@ -13,11 +13,11 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from inference_pod.job import layout
-from inference_pod.job.records import MANIFEST_SCHEMA, PLAN_SCHEMA, utc_iso
+from inference_pod.job import layout, records
+from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
 from inference_pod.job.storage import Location, ObjectInfo, ObjectNotFound, Storage, parse_location
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
@@ -29,13 +29,6 @@ _EXAMPLES_KEPT = 20
 
 class PlanError(ValueError):
     """The inputs to planning are wrong; the message says how to fix them."""
-
-
-@dataclass(frozen=True)
-class Item:
-    key: str  # relative to the input root
-    size: int
-    etag: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,43 +140,22 @@ def plan_shards(items: Iterable[Item], policy: ShardingPolicy) -> list[Shard]:
     return [Shard(index, tuple(sorted(group, key=lambda item: item.key))) for index, group in enumerate(assigned)]
 
 
-def manifest_document(job_id: str, shard: Shard, input_uri: str, output_uri: str) -> dict:
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "job_id": job_id,
-        "shard_index": shard.index,
-        "input": input_uri,
-        "output": output_uri,
-        "item_count": len(shard.items),
-        "total_bytes": shard.total_bytes,
-        "items": [asdict(item) for item in shard.items],
-    }
+def manifest_record(job_id: str, shard: Shard, input_uri: str, output_uri: str) -> Manifest:
+    return Manifest(job_id, shard.index, input_uri, output_uri, shard.items)
 
 
-def plan_document(
+def plan_record(
     job_id: str, shards: list[Shard], listing: Listing, input_uri: str, output_uri: str, seconds: float
-) -> dict:
-    return {
-        "schema": PLAN_SCHEMA,
-        "job_id": job_id,
-        "input": input_uri,
-        "output": output_uri,
-        "created": utc_iso(),
-        "planning_seconds": round(seconds, 3),
-        "shard_count": len(shards),
-        "item_count": sum(len(shard.items) for shard in shards),
-        "total_bytes": sum(shard.total_bytes for shard in shards),
-        "skipped": listing.skipped(),
-        "shards": [
-            {
-                "index": shard.index,
-                "items": len(shard.items),
-                "bytes": shard.total_bytes,
-                "manifest": layout.shard_manifest_key(job_id, shard.index),
-            }
-            for shard in shards
-        ],
-    }
+) -> Plan:
+    entries = tuple(
+        PlanShard(shard.index, len(shard.items), shard.total_bytes, layout.shard_manifest_key(job_id, shard.index))
+        for shard in shards
+    )
+    return Plan(
+        job_id, input_uri, output_uri, records.utc_iso(), round(seconds, 3),
+        item_count=sum(len(shard.items) for shard in shards), total_bytes=sum(shard.total_bytes for shard in shards),
+        shards=entries, skipped=listing.skipped(),
+    )
 
 
 @dataclass(frozen=True)
@@ -232,14 +204,22 @@ def list_manifest_items(source: Storage, manifest: InputManifest) -> Iterator[Ob
         yield found[key]
 
 
-def load_plan(dest: Storage, job_id: str) -> dict | None:
+def read_plan(dest: Storage, job_id: str) -> Plan | None:
+    """The job's plan, None when it has none yet. A plan object that is not a plan raises RecordError (a
+    ValueError): it is never silently replaced by a new plan."""
     try:
-        return json.loads(dest.get(layout.plan_key(job_id)))
+        return records.load(dest, layout.plan_key(job_id), Plan)
     except ObjectNotFound:
         return None
 
 
-def make_plan(
+def load_plan(dest: Storage, job_id: str) -> dict | None:
+    """`read_plan` as the stored JSON object (what the operator's controller works with)."""
+    plan = read_plan(dest, job_id)
+    return None if plan is None else plan.to_dict()
+
+
+def plan_job(
     job_id: str,
     input_uri: str,
     output_uri: str,
@@ -247,15 +227,15 @@ def make_plan(
     dest: Storage,
     policy: ShardingPolicy,
     input_manifest: InputManifest | None = None,
-) -> dict:
+) -> Plan:
     """Plan once: return the stored plan if there is one, else list, shard, write manifests, then plan.json."""
     check_locations(input_uri, output_uri)
-    existing = load_plan(dest, job_id)
+    existing = read_plan(dest, job_id)
     if existing is not None:
-        if (existing.get("input"), existing.get("output")) != (input_uri, output_uri):
+        if (existing.input, existing.output) != (input_uri, output_uri):
             raise PlanError(
-                f"job {job_id!r} already has a plan for input {existing.get('input')!r} and output "
-                f"{existing.get('output')!r}; a planned job's locations cannot change — start a new job"
+                f"job {job_id!r} already has a plan for input {existing.input!r} and output "
+                f"{existing.output!r}; a planned job's locations cannot change — start a new job"
             )
         return existing
     started = time.monotonic()
@@ -268,8 +248,21 @@ def make_plan(
         )
     shards = plan_shards(listing.items, policy)
     for shard in shards:
-        document = manifest_document(job_id, shard, input_uri, output_uri)
-        dest.put(layout.shard_manifest_key(job_id, shard.index), json.dumps(document).encode())
-    plan = plan_document(job_id, shards, listing, input_uri, output_uri, time.monotonic() - started)
-    dest.put(layout.plan_key(job_id), json.dumps(plan, indent=1).encode())
+        manifest = manifest_record(job_id, shard, input_uri, output_uri)
+        dest.put(layout.shard_manifest_key(job_id, shard.index), json.dumps(manifest.to_dict()).encode())
+    plan = plan_record(job_id, shards, listing, input_uri, output_uri, time.monotonic() - started)
+    dest.put(layout.plan_key(job_id), json.dumps(plan.to_dict(), indent=1).encode())
     return plan
+
+
+def make_plan(
+    job_id: str,
+    input_uri: str,
+    output_uri: str,
+    source: Storage,
+    dest: Storage,
+    policy: ShardingPolicy,
+    input_manifest: InputManifest | None = None,
+) -> dict:
+    """`plan_job` as the stored JSON object (what the operator's controller works with)."""
+    return plan_job(job_id, input_uri, output_uri, source, dest, policy, input_manifest).to_dict()

@@ -7,93 +7,75 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
-from inference_pod.job import layout
-from inference_pod.job.plan import load_plan
-from inference_pod.job.records import INDEX_SCHEMA, JOB_SUMMARY_SCHEMA, utc_iso
+from inference_pod.job import layout, records
+from inference_pod.job.plan import read_plan
+from inference_pod.job.plan_records import Manifest, Plan
+from inference_pod.job.shard_records import ErrorEntry, ItemCounts, ShardSummary
 from inference_pod.job.storage import ObjectNotFound, Storage
+from inference_pod.job.summary_records import IndexEntry, JobShard, JobSummary, ResultsIndex, UnreadableManifest
+
+_COUNTED = ("ok", "failed", "skipped", "failed_earlier", "pages")
 
 
-def read_shard_summaries(dest: Storage, job_id: str, shard_count: int) -> dict[int, dict | None]:
-    found: dict[int, dict | None] = {}
-    for index in range(shard_count):
-        try:
-            found[index] = json.loads(dest.get(layout.shard_summary_key(job_id, index)))
-        except ObjectNotFound:
-            found[index] = None
-    return found
+def read_shard_summaries(dest: Storage, job_id: str, shard_count: int) -> dict[int, ShardSummary | None]:
+    """Each shard's summary; None for a shard without one (or with an object that is not a shard summary)."""
+    return {index: records.read(dest, layout.shard_summary_key(job_id, index), ShardSummary)
+            for index in range(shard_count)}
 
 
-def build_job_summary(plan: dict, shard_summaries: dict[int, dict | None], extra: dict | None = None) -> dict:
-    """Pure: merge shard summaries. A shard without a summary counts as pending."""
-    totals = Counter()
+def build_job_summary(plan: Plan, shard_summaries: dict[int, ShardSummary | None],
+                      extra: dict[str, Any] | None = None) -> JobSummary:
+    """Pure: merge shard summaries. A shard without a summary counts as pending. `extra` is merged into the
+    record as the writer gives it (its `status`, when there is one, is the writer's verdict)."""
+    totals: Counter = Counter()
     codes: Counter = Counter()
-    failed_items: list[dict] = []
+    failed_items: list[ErrorEntry] = []
     shards = []
-    for entry in plan["shards"]:
-        summary = shard_summaries.get(entry["index"])
-        items = (summary or {}).get("items") or {}
-        for name in ("ok", "failed", "skipped", "failed_earlier", "pages"):
-            totals[name] += items.get(name, 0)
-        codes.update((summary or {}).get("error_codes", {}))
-        failed_items.extend((summary or {}).get("errors", []))
-        shards.append({
-            "index": entry["index"],
-            "items": entry["items"],
-            "status": (summary or {}).get("status", "pending"),
-            "devices": (summary or {}).get("devices", []),
-            "seconds": (summary or {}).get("seconds"),
-            "throughput": (summary or {}).get("throughput"),
-            "attempt": (summary or {}).get("attempt"),
-        })
+    for entry in plan.shards:
+        summary = shard_summaries.get(entry.index)
+        if summary is None:
+            shards.append(JobShard(entry.index, entry.items, "pending"))
+            continue
+        counts = summary.items or ItemCounts()
+        for name in _COUNTED:
+            totals[name] += getattr(counts, name)
+        codes.update(summary.error_codes)
+        failed_items.extend(summary.errors)
+        shards.append(JobShard(entry.index, entry.items, summary.status, summary.context.devices, summary.seconds,
+                               summary.throughput, summary.context.attempt))
     done = totals["ok"] + totals["failed"] + totals["skipped"]
-    statuses = {shard["status"] for shard in shards}
+    statuses = {shard.status for shard in shards}
     status = "succeeded" if statuses == {"succeeded"} else ("failed" if "failed" in statuses else "incomplete")
-    return {
-        "schema": JOB_SUMMARY_SCHEMA,
-        "job_id": plan["job_id"],
-        "input": plan["input"],
-        "output": plan["output"],
-        "status": status,
-        "created": utc_iso(),
-        "items": {
-            "total": plan["item_count"], "ok": totals["ok"], "failed": totals["failed"],
-            "skipped": totals["skipped"], "failed_earlier": totals["failed_earlier"],
-            "pending": plan["item_count"] - done, "pages": totals["pages"],
-        },
-        "skipped_at_planning": plan.get("skipped", {}),
-        "error_codes": dict(codes),
-        "failed_items": sorted(failed_items, key=lambda e: e["key"]),
-        "shards": shards,
-        **(extra or {}),
-    }
+    items = ItemCounts(plan.item_count, totals["ok"], totals["failed"], totals["skipped"], totals["failed_earlier"],
+                       plan.item_count - done, totals["pages"])
+    summary = JobSummary(plan.job_id, plan.input, plan.output, status, records.utc_iso(), items, plan.skipped,
+                         dict(codes), tuple(sorted(failed_items, key=lambda e: e.key)), tuple(shards))
+    return JobSummary.from_dict({**summary.to_dict(), **extra}) if extra else summary
 
 
-def build_index(dest: Storage, plan: dict) -> dict:
+def build_index(dest: Storage, plan: Plan) -> ResultsIndex:
     """Every planned input with its result object key, read back from the shard manifests. A manifest that
     cannot be read is named in `unreadable_manifests` instead of failing the whole index."""
-    entries, unreadable = [], []
-    for shard in plan["shards"]:
+    entries: list[IndexEntry] = []
+    unreadable: list[UnreadableManifest] = []
+    for shard in plan.shards:
         try:
-            items = json.loads(dest.get(shard["manifest"]))["items"]
-        except (ObjectNotFound, ValueError, KeyError, TypeError) as exc:
-            unreadable.append({"shard": shard["index"], "manifest": shard["manifest"], "error": f"{exc}"})
+            manifest = records.load(dest, shard.manifest, Manifest)
+        except (ObjectNotFound, records.RecordError) as exc:
+            unreadable.append(UnreadableManifest(shard.index, shard.manifest, f"{exc}"))
             continue
-        entries.extend(
-            {"source": item["key"], "result": layout.result_key(item["key"]), "shard": shard["index"]}
-            for item in items
-        )
-    return {
-        "schema": INDEX_SCHEMA, "job_id": plan["job_id"], "output": plan["output"], "results": entries,
-        "unreadable_manifests": unreadable,
-    }
+        entries.extend(IndexEntry(item.key, layout.result_key(item.key), shard.index) for item in manifest.items)
+    return ResultsIndex(plan.job_id, plan.output, tuple(entries), tuple(unreadable))
 
 
-def write_job_summary(dest: Storage, job_id: str, extra: dict | None = None) -> dict:
-    plan = load_plan(dest, job_id)
+def write_job_summary(dest: Storage, job_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json and index.json; returns the summary as written."""
+    plan = read_plan(dest, job_id)
     if plan is None:
         raise ObjectNotFound(f"job {job_id} has no plan in {dest.uri}")
-    summary = build_job_summary(plan, read_shard_summaries(dest, job_id, plan["shard_count"]), extra)
+    summary = build_job_summary(plan, read_shard_summaries(dest, job_id, plan.shard_count), extra).to_dict()
     dest.put(layout.job_summary_key(job_id), json.dumps(summary, indent=1).encode())
-    dest.put(layout.job_index_key(job_id), json.dumps(build_index(dest, plan)).encode())
+    dest.put(layout.job_index_key(job_id), json.dumps(build_index(dest, plan).to_dict()).encode())
     return summary

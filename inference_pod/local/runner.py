@@ -25,11 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inference_pod.job import exit_codes, layout
-from inference_pod.job.plan import InputManifest, ShardingPolicy, check_locations, make_plan
+from inference_pod.job.plan import InputManifest, ShardingPolicy, check_locations, plan_job
 from inference_pod.job.storage import open_storage
 from inference_pod.job.summary import write_job_summary
 from inference_pod.models import default_cache_dir
 from inference_pod.shard.config import LoaderConfig
+from inference_pod.shard.messages import Outcome, ShardProgress
 
 log = logging.getLogger("ocrjob.runner")
 
@@ -98,12 +99,12 @@ def run_local(
     check_locations(input_uri, output_uri)
     job_id = job_id or local_job_id(input_uri, output_uri)
     source, dest = open_storage(input_uri, base_config.s3), open_storage(output_uri, base_config.s3)
-    plan = make_plan(
+    plan = plan_job(
         job_id, input_uri, output_uri, source, dest, policy or ShardingPolicy(shard_count=len(slots)), input_manifest
     )
-    skipped = plan["skipped"]["unsupported"]
+    skipped = plan.skipped["unsupported"]
     console.print(
-        f"[bold]{job_id}[/]: {plan['item_count']} documents in {plan['shard_count']} shard(s) on {len(slots)} "
+        f"[bold]{job_id}[/]: {plan.item_count} documents in {plan.shard_count} shard(s) on {len(slots)} "
         f"slot(s) {slots}; {skipped['count']} unsupported object(s) not planned"
         + (f" (e.g. {', '.join(skipped['examples'][:3])})" if skipped["count"] else "")
     )
@@ -115,7 +116,7 @@ def run_local(
     log_dir.mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
     progress_q = ctx.Queue()
-    waiting = [shard["index"] for shard in plan["shards"]]
+    waiting = [shard.index for shard in plan.shards]
     running: dict[str, tuple[int, Any]] = {}  # slot id → (shard, process)
     codes: dict[int, int] = {}
     interrupted = False
@@ -130,12 +131,12 @@ def run_local(
         TextColumn("[bold]OCR"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
     )
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    counts = dict.fromkeys(Outcome, 0)
     started = time.monotonic()
     deadline: float | None = None
     try:
         with bar:
-            task = bar.add_task("ocr", total=plan["item_count"], detail="")
+            task = bar.add_task("ocr", total=plan.item_count, detail="")
             while waiting or running:
                 for slot_id, device in enumerate(slots):
                     key = f"{slot_id}"
@@ -182,19 +183,16 @@ def run_local(
     return RunResult(failed[-1] if failed else exit_codes.SUCCEEDED, job_id, summary, log_dir)
 
 
-def _drain(progress_q: Any, counts: dict[str, int], bar: Progress, task: Any, started: float) -> None:
+def _drain(progress_q: Any, counts: dict[Outcome, int], bar: Progress, task: Any, started: float) -> None:
     while True:
         try:
-            message = progress_q.get_nowait()
+            message: ShardProgress = progress_q.get_nowait()
         except queue.Empty:
             break
-        status = message.get("status")
-        counts["failed" if status == "failed" else status] += 1
-        rate = (counts["ok"] + counts["failed"]) / max(time.monotonic() - started, 1e-6)
-        bar.update(
-            task, advance=1,
-            detail=f"ok {counts['ok']} · failed {counts['failed']} · skipped {counts['skipped']} · {rate:.2f}/s",
-        )
+        counts[message.item.outcome] += 1
+        ok, failed, skipped = counts[Outcome.OK], counts[Outcome.FAILED], counts[Outcome.SKIPPED]
+        rate = (ok + failed) / max(time.monotonic() - started, 1e-6)
+        bar.update(task, advance=1, detail=f"ok {ok} · failed {failed} · skipped {skipped} · {rate:.2f}/s")
 
 
 def print_summary(console: Console, summary: dict, codes: dict[int, int], log_dir: Path) -> None:

@@ -9,7 +9,6 @@ the grace period, and finally writes the shard summary to storage and to the ter
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -17,16 +16,18 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
-from inference_pod.job import exit_codes, layout
-from inference_pod.job.plan import Item
+from inference_pod.job import exit_codes, layout, records
+from inference_pod.job.plan_records import Manifest
+from inference_pod.job.shard_records import ShardContext, ShardSummary
 from inference_pod.job.storage import ObjectNotFound, Storage, StorageError, open_storage, parse_location
 from inference_pod.models import ModelError, ModelSpec, resolve_models
 from inference_pod.shard import results
 from inference_pod.shard.config import LoaderConfig
 from inference_pod.shard.device import DeviceError, plan_device
+from inference_pod.shard.messages import Exited, Fatal, ItemDone, Ready, ShardProgress
 
 log = logging.getLogger("ocrjob.loader")
 POLL = 0.2
@@ -38,43 +39,38 @@ class ShardError(Exception):
         self.exit_code = exit_code
 
 
-def read_manifest(uri: str, config: LoaderConfig) -> dict:
+def read_manifest(uri: str, config: LoaderConfig) -> Manifest:
     parent, name = parse_location(uri).split()
     try:
-        document = json.loads(open_storage(parent.uri, config.s3).get(name))
+        return records.load(open_storage(parent.uri, config.s3), name, Manifest)
     except ObjectNotFound as exc:
         raise ShardError(exit_codes.INPUT_ERROR, f"shard manifest {uri} does not exist: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ShardError(exit_codes.INPUT_ERROR, f"shard manifest {uri} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("job_id", "shard_index", "input", "output", "items") if k not in document]
-    if missing:
-        raise ShardError(exit_codes.INPUT_ERROR, f"shard manifest {uri} lacks {', '.join(missing)}")
-    return document
+    except records.RecordError as exc:
+        raise ShardError(exit_codes.INPUT_ERROR, f"shard manifest {uri} is not usable: {exc}") from exc
 
 
 class Coordinator:
-    def __init__(self, config: LoaderConfig, manifest: dict, models: ModelSpec, progress: Any = None) -> None:
+    def __init__(self, config: LoaderConfig, manifest: Manifest, models: ModelSpec, progress: Any = None) -> None:
         self.config, self.manifest, self.models, self.progress = config, manifest, models, progress
-        self.items = [Item(**entry) for entry in manifest["items"]]
+        self.items = manifest.items
         self.tally = results.ShardTally(total=len(self.items))
-        self.dest: Storage = open_storage(manifest["output"], config.s3)
-        self.job_id, self.shard = manifest["job_id"], manifest["shard_index"]
+        self.dest: Storage = open_storage(manifest.output, config.s3)
+        self.job_id, self.shard = manifest.job_id, manifest.shard_index
         self.devices: dict[int, dict] = {}
         self.models_used: dict = {}
         self.stop_requested = threading.Event()
         self.started = time.time()
 
-    def _extra(self) -> dict:
-        return {
-            "devices": [self.devices[k] for k in sorted(self.devices)], "models": self.models_used,
-            "workers": self.config.workers_per_device, "attempt": os.environ.get("OCRJOB_ATTEMPT"),
-            "pod": os.environ.get("POD_NAME"),
-        }
+    def _context(self) -> ShardContext:
+        return ShardContext(
+            tuple(self.devices[k] for k in sorted(self.devices)), self.models_used, self.config.workers_per_device,
+            os.environ.get("OCRJOB_ATTEMPT"), os.environ.get("POD_NAME"),
+        )
 
     def _heartbeat(self, state: str) -> None:
-        record = results.progress_record(self.job_id, self.shard, state, self.tally, self.started, self._extra())
+        record = results.progress_record(self.job_id, self.shard, state, self.tally, self.started, self._context())
         try:
-            self.dest.put(layout.progress_key(self.job_id, self.shard), results.encode(record))
+            self.dest.put(layout.progress_key(self.job_id, self.shard), records.encode(record.to_dict()))
         except StorageError as exc:
             log.warning("heartbeat not written: %s", exc)
 
@@ -130,7 +126,7 @@ class Coordinator:
             # Keep the shared work queue topped up (bounded: the workers pull as they have room).
             while stop_deadline is None and (fed < len(self.items) or sentinels_left):
                 try:
-                    work_q.put_nowait(asdict(self.items[fed]) if fed < len(self.items) else None)
+                    work_q.put_nowait(self.items[fed] if fed < len(self.items) else None)
                 except queue.Full:
                     break
                 if fed < len(self.items):
@@ -141,23 +137,21 @@ class Coordinator:
                 message = out_q.get(timeout=POLL)
             except queue.Empty:
                 message = None
-            if message is not None:
-                kind = message["kind"]
-                if kind == "item":
-                    self.tally.add(message)
-                    last_progress = time.monotonic()
-                    if self.progress is not None:
-                        self.progress.put({"shard": self.shard, **message})
-                elif kind == "ready":
-                    ready.add(message["worker"])
-                    self.devices[message["worker"]] = message["device"]
-                    self.models_used = message["models"]
-                    last_progress = time.monotonic()
-                    log.info("worker %s ready on %s", message["worker"], message["device"])
-                elif kind == "fatal":
-                    return message["exit_code"], message["message"]
-                elif kind == "exit":
-                    exited.add(message["worker"])
+            if isinstance(message, ItemDone):
+                self.tally.add(message)
+                last_progress = time.monotonic()
+                if self.progress is not None:
+                    self.progress.put(ShardProgress(self.shard, message))
+            elif isinstance(message, Ready):
+                ready.add(message.worker)
+                self.devices[message.worker] = message.device
+                self.models_used = message.models
+                last_progress = time.monotonic()
+                log.info("worker %s ready on %s", message.worker, message.device)
+            elif isinstance(message, Fatal):
+                return message.exit_code, message.message
+            elif isinstance(message, Exited):
+                exited.add(message.worker)
             if self.tally.done == self.tally.total and stop_deadline is None:
                 return exit_codes.SUCCEEDED, f"processed {self.tally.total} items"
             if stop_deadline is not None:
@@ -175,13 +169,13 @@ class Coordinator:
             if ready and idle > self.config.stall_seconds:
                 return exit_codes.SYSTEMIC, f"no item finished for {self.config.stall_seconds}s: stalled"
 
-    def finish(self, exit_code: int, message: str) -> dict:
+    def finish(self, exit_code: int, message: str) -> ShardSummary:
         status = {exit_codes.SUCCEEDED: "succeeded", exit_codes.INTERRUPTED: "interrupted"}.get(exit_code, "failed")
         summary = results.shard_summary(
-            self.job_id, self.shard, status, exit_code, message, self.tally, self.started, time.time(), self._extra()
+            self.job_id, self.shard, status, exit_code, message, self.tally, self.started, time.time(), self._context()
         )
         try:
-            self.dest.put(layout.shard_summary_key(self.job_id, self.shard), results.encode(summary))
+            self.dest.put(layout.shard_summary_key(self.job_id, self.shard), records.encode(summary.to_dict()))
             self._heartbeat(status)
         except StorageError as exc:
             log.error("shard summary not written: %s", exc)
@@ -202,7 +196,9 @@ def _reap(procs: list, timeout: float) -> None:
             proc.join(timeout=5)
 
 
-def run_shard(config: LoaderConfig, progress: Any = None, install_signals: bool = True) -> tuple[int, dict]:
+def run_shard(
+    config: LoaderConfig, progress: Any = None, install_signals: bool = True
+) -> tuple[int, ShardSummary]:
     """Process one shard. Returns (exit code, summary). Never raises for expected failures."""
     try:
         plan_device(config.device, os.environ)  # fail fast, before any worker starts
@@ -233,7 +229,7 @@ def run_shard(config: LoaderConfig, progress: Any = None, install_signals: bool 
     return code, coordinator.finish(code, message)
 
 
-def _failed_early(config: LoaderConfig, code: int, message: str) -> tuple[int, dict]:
+def _failed_early(config: LoaderConfig, code: int, message: str) -> tuple[int, ShardSummary]:
     log.error("%s", message)
     summary = results.early_failure_summary(code, message)
     results.write_termination_log(config.termination_log, summary)

@@ -77,5 +77,5 @@ def main(argv: list[str] | None = None, prog: str = "python -m inference_pod") -
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.USAGE
     code, summary = run_shard(config)
-    print(json.dumps({k: summary.get(k) for k in ("status", "exit_code", "message", "items")}))
+    print(json.dumps({k: summary.to_dict().get(k) for k in ("status", "exit_code", "message", "items")}))
     return code

@@ -1,4 +1,4 @@
-"""The records the loader writes: one result object per input, progress heartbeats, the shard summary."""
+"""Builds the records the loader writes (declared in inference_pod.job): results, heartbeats, shard summary."""
 
 from __future__ import annotations
 
@@ -9,48 +9,30 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_pod.job.plan import Item
-from inference_pod.job.records import PROGRESS_SCHEMA, RESULT_SCHEMA, SHARD_SUMMARY_SCHEMA, encode, utc_iso
+from inference_pod.job.plan_records import Item
+from inference_pod.job.records import encode, utc_iso
+from inference_pod.job.result_record import ERROR, OK, Line, Page, ResultContext, ResultError, ResultRecord, Source
+from inference_pod.job.shard_records import ErrorEntry, Heartbeat, ItemCounts, ShardContext, ShardSummary, Throughput
+from inference_pod.shard.messages import ItemDone, Outcome
 
 log = logging.getLogger("ocrjob.loader")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 ERRORS_KEPT = 100_000  # per shard summary: enough for `ocrjob retry`; the termination message is cut to 4 KiB
 
 
-def source_record(item: Item, input_uri: str) -> dict:
-    return {"uri": f"{input_uri.rstrip('/')}/{item.key}", "key": item.key, "etag": item.etag, "size": item.size}
+def source_record(item: Item, input_uri: str) -> Source:
+    return Source(f"{input_uri.rstrip('/')}/{item.key}", item.key, item.etag, item.size)
 
 
 def ok_record(
-    item: Item, input_uri: str, pages: list[dict], context: dict, timing: dict[str, float], kind: str
-) -> dict:
-    return {
-        "schema": RESULT_SCHEMA,
-        "status": "ok",
-        "source": source_record(item, input_uri),
-        "format": kind,
-        "page_count": len(pages),
-        "text": "\n\n".join(page["text"] for page in pages),
-        "pages": pages,
-        **context,
-        "timing": {k: round(v, 4) for k, v in timing.items()},
-        "created": utc_iso(),
-        "error": None,
-    }
+    item: Item, input_uri: str, pages: list[Page], context: ResultContext, timing: dict[str, float], kind: str
+) -> ResultRecord:
+    return ResultRecord(OK, source_record(item, input_uri), context, utc_iso(), tuple(pages), kind,
+                        {k: round(v, 4) for k, v in timing.items()})
 
 
-def error_record(item: Item, input_uri: str, code: str, message: str, context: dict) -> dict:
-    return {
-        "schema": RESULT_SCHEMA,
-        "status": "error",
-        "source": source_record(item, input_uri),
-        "page_count": 0,
-        "text": "",
-        "pages": [],
-        **context,
-        "created": utc_iso(),
-        "error": {"code": code, "message": message},
-    }
+def error_record(item: Item, input_uri: str, code: str, message: str, context: ResultContext) -> ResultRecord:
+    return ResultRecord(ERROR, source_record(item, input_uri), context, utc_iso(), error=ResultError(code, message))
 
 
 def reading_order_text(lines: list[dict]) -> str:
@@ -70,15 +52,10 @@ def reading_order_text(lines: list[dict]) -> str:
     return "\n".join(" ".join(text for _, text in sorted(items)) for _, items in rows)
 
 
-def page_record(number: int, prediction: dict) -> dict:
+def page_record(number: int, prediction: dict) -> Page:
     lines = prediction["lines"]
-    return {
-        "page": number,
-        "width": prediction["width"],
-        "height": prediction["height"],
-        "text": reading_order_text(lines),
-        "lines": lines,
-    }
+    return Page(number, prediction["width"], prediction["height"], reading_order_text(lines),
+                tuple(Line.from_dict(line) for line in lines))
 
 
 @dataclass
@@ -91,78 +68,63 @@ class ShardTally:
     skipped: int = 0  # results written by an earlier attempt or run; `failed_earlier` of them are errors
     failed_earlier: int = 0
     pages: int = 0
-    errors: list[dict] = field(default_factory=list)
+    errors: list[ErrorEntry] = field(default_factory=list)
     error_codes: Counter = field(default_factory=Counter)
 
     @property
     def done(self) -> int:
         return self.ok + self.failed + self.skipped
 
-    def add(self, outcome: dict) -> None:
-        status = outcome["status"]
-        if status == "ok":
+    def add(self, outcome: ItemDone) -> None:
+        if outcome.outcome is Outcome.OK:
             self.ok += 1
-            self.pages += outcome.get("pages", 0)
-        elif status == "skipped":
+            self.pages += outcome.pages
+        elif outcome.outcome is Outcome.SKIPPED:
             self.skipped += 1
-            if outcome.get("previous") == "error":  # keep earlier errors: `ocrjob retry` needs all of them
+            if outcome.previous_failed:  # keep earlier errors: `ocrjob retry` needs all of them
                 self.failed_earlier += 1
                 self._error(outcome, earlier=True)
         else:
             self.failed += 1
             self._error(outcome)
 
-    def _error(self, outcome: dict, earlier: bool = False) -> None:
-        code = outcome.get("code") or "unknown"
+    def _error(self, outcome: ItemDone, earlier: bool = False) -> None:
+        code = outcome.code or "unknown"
         self.error_codes[code] += 1
         if len(self.errors) < ERRORS_KEPT:
-            entry = {"key": outcome["key"], "code": code, "message": outcome.get("message") or ""}
-            self.errors.append({**entry, "earlier": True} if earlier else entry)
+            self.errors.append(ErrorEntry(outcome.key, code, outcome.message or "", earlier))
 
-    def counts(self) -> dict:
-        return {
-            "total": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped,
-            "failed_earlier": self.failed_earlier, "pending": self.total - self.done, "pages": self.pages,
-        }
+    def counts(self) -> ItemCounts:
+        return ItemCounts(self.total, self.ok, self.failed, self.skipped, self.failed_earlier,
+                          self.total - self.done, self.pages)
 
 
-def progress_record(job_id: str, shard: int, state: str, tally: ShardTally, started: float, extra: dict) -> dict:
-    now = time.time()
-    return {
-        "schema": PROGRESS_SCHEMA, "job_id": job_id, "shard_index": shard, "state": state,
-        "items": tally.counts(), "started_at": started, "updated_at": now, "updated": utc_iso(),
-        "host": socket.gethostname(), **extra,
-    }
+def progress_record(
+    job_id: str, shard: int, state: str, tally: ShardTally, started: float, context: ShardContext
+) -> Heartbeat:
+    return Heartbeat(job_id, shard, state, tally.counts(), started, time.time(), utc_iso(), socket.gethostname(),
+                     context)
 
 
 def shard_summary(
     job_id: str, shard: int, status: str, exit_code: int, message: str, tally: ShardTally,
-    started: float, finished: float, extra: dict,
-) -> dict:
+    started: float, finished: float, context: ShardContext,
+) -> ShardSummary:
     seconds = max(finished - started, 1e-9)
-    return {
-        "schema": SHARD_SUMMARY_SCHEMA, "job_id": job_id, "shard_index": shard, "status": status,
-        "exit_code": exit_code, "message": message, "items": tally.counts(),
-        "error_codes": dict(tally.error_codes), "errors": tally.errors,
-        "errors_truncated": max(0, tally.failed - len(tally.errors)),
-        "started": utc_iso(started),
-        "finished": utc_iso(finished),
-        "seconds": round(seconds, 3),
-        "throughput": {
-            "items_per_second": round((tally.ok + tally.failed) / seconds, 4),
-            "pages_per_second": round(tally.pages / seconds, 4),
-        },
-        "host": socket.gethostname(), **extra,
-    }
+    throughput = Throughput(round((tally.ok + tally.failed) / seconds, 4), round(tally.pages / seconds, 4))
+    return ShardSummary(
+        status, exit_code, message, tally.counts(), tuple(tally.errors), job_id, shard, dict(tally.error_codes),
+        max(0, tally.failed - len(tally.errors)), utc_iso(started), utc_iso(finished), round(seconds, 3),
+        throughput, socket.gethostname(), context,
+    )
 
 
-def early_failure_summary(exit_code: int, message: str) -> dict:
+def early_failure_summary(exit_code: int, message: str) -> ShardSummary:
     """The summary of a shard that failed before processing anything (no job id, no counts yet)."""
-    return {"schema": SHARD_SUMMARY_SCHEMA, "status": "failed", "exit_code": exit_code, "message": message,
-            "items": None, "errors": []}
+    return ShardSummary.early_failure(exit_code, message)
 
 
-def write_termination_log(path: str | None, summary: dict) -> None:
+def write_termination_log(path: str | None, summary: ShardSummary) -> None:
     if not path:
         return
     try:
@@ -171,8 +133,9 @@ def write_termination_log(path: str | None, summary: dict) -> None:
         log.debug("termination log %s not written: %s", path, exc)
 
 
-def termination_message(summary: dict, limit: int = TERMINATION_LOG_LIMIT) -> bytes:
+def termination_message(record: ShardSummary, limit: int = TERMINATION_LOG_LIMIT) -> bytes:
     """The shard summary cut down to what Kubernetes keeps (4 KiB): counts first, then as many errors as fit."""
+    summary = record.to_dict()
     compact = {
         k: summary.get(k)
         for k in ("schema", "job_id", "shard_index", "status", "exit_code", "items", "seconds", "error_codes")

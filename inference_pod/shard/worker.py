@@ -9,7 +9,6 @@ only after the last fetch thread has ended and its own last result is queued, so
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -17,17 +16,19 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inference_pod.job import exit_codes, layout
-from inference_pod.job.plan import Item
+from inference_pod.job import exit_codes, layout, records
+from inference_pod.job.plan_records import Item, Manifest
+from inference_pod.job.result_record import Page, ResultContext, ResultRecord
 from inference_pod.job.storage import ObjectNotFound, StorageError, open_storage
 from inference_pod.models import ModelSpec
 from inference_pod.shard import results
 from inference_pod.shard.config import LoaderConfig
 from inference_pod.shard.decode import CORRUPT, NOT_FOUND, ItemError, check_size, open_document
 from inference_pod.shard.device import DeviceError, DevicePlan, pin_device, verify_device
+from inference_pod.shard.messages import Exited, Fatal, ItemDone, Outcome, Ready, WorkerMessage
 
 log = logging.getLogger("ocrjob.pipeline")
 POLL = 0.2  # seconds: the longest any thread blocks before re-checking stop/abort
@@ -43,25 +44,25 @@ class ItemState:
     kind: str
     page_count: int
     timing: dict[str, float]
-    pages: dict[int, dict] = field(default_factory=dict)
+    pages: dict[int, Page] = field(default_factory=dict)
     error: ItemError | None = None
     finished: bool = False
 
 
 class Pipeline:
     def __init__(
-        self, worker: int, config: LoaderConfig, manifest: dict, models: ModelSpec, device: DevicePlan,
+        self, worker: int, config: LoaderConfig, manifest: Manifest, models: ModelSpec, device: DevicePlan,
         work_q: Any, out_q: Any, stop: Any,
     ) -> None:
         self.worker, self.config, self.manifest, self.models, self.device = worker, config, manifest, models, device
         self.work_q, self.out_q, self.stop = work_q, out_q, stop
-        self.source = open_storage(manifest["input"], config.s3)
-        self.dest = open_storage(manifest["output"], config.s3)
+        self.source = open_storage(manifest.input, config.s3)
+        self.dest = open_storage(manifest.output, config.s3)
         self.items_q: queue.Queue = queue.Queue(maxsize=config.download_threads * 2)
         self.pages_q: queue.Queue = queue.Queue(maxsize=config.prefetch_pages)
         self.upload_q: queue.Queue = queue.Queue(maxsize=config.upload_threads * 4)
         self.abort = threading.Event()
-        self.context: dict = {"job_id": manifest["job_id"], "shard_index": manifest["shard_index"]}
+        self.context = ResultContext(manifest.job_id, manifest.shard_index)  # completed once the predictor loads
         self._fetchers_left = config.download_threads
         self._fetchers_lock = threading.Lock()
 
@@ -79,13 +80,13 @@ class Pipeline:
                 continue
         return False
 
-    def _emit(self, message: dict) -> None:
-        self.out_q.put({"worker": self.worker, **message})
+    def _emit(self, message: WorkerMessage) -> None:
+        self.out_q.put(message)
 
     def _fatal(self, code: int, message: str) -> None:
         if not self.abort.is_set():
             self.abort.set()
-            self._emit({"kind": "fatal", "exit_code": code, "message": message})
+            self._emit(Fatal(self.worker, code, message))
 
     def _guard(self, target):
         def run() -> None:
@@ -109,7 +110,7 @@ class Pipeline:
                 continue
             if entry is None:
                 break
-            if not self._put(self.items_q, Item(**entry)):
+            if not self._put(self.items_q, entry):
                 return
         for _ in range(self.config.download_threads):
             self._put(self.items_q, None)
@@ -131,23 +132,18 @@ class Pipeline:
             if last:
                 self._put(self.pages_q, _END)
 
-    def _previous_result(self, item: Item) -> dict | None:
-        """The result an earlier attempt wrote, if any (read, not just checked: its errors must be kept)."""
-        try:
-            record = json.loads(self.dest.get(layout.result_key(item.key)))
-        except ObjectNotFound:
-            return None
-        except ValueError:  # not a result of ours: process the item again and overwrite it
-            return None
-        return record if isinstance(record, dict) and record.get("status") in ("ok", "error") else None
+    def _previous_result(self, item: Item) -> ResultRecord | None:
+        """The result an earlier attempt wrote, if any (read, not just checked: its errors must be kept). An
+        object that is not a result of ours is treated as absent: the item is processed again and overwrites it."""
+        return records.read(self.dest, layout.result_key(item.key), ResultRecord)
 
     def _fetch_one(self, item: Item) -> None:
         log.debug("%s: fetching", item.key)
         previous = self._previous_result(item)
         if previous is not None:
-            error = previous.get("error") or {}
-            self._emit({"kind": "item", "key": item.key, "status": "skipped", "previous": previous["status"],
-                        "code": error.get("code"), "message": error.get("message")})
+            error = previous.error
+            self._emit(ItemDone(self.worker, item.key, Outcome.SKIPPED, code=error.code if error else None,
+                                message=error.message if error else None, previous_failed=previous.failed))
             return
         started = time.perf_counter()
         state = ItemState(item, "", 0, {})
@@ -178,8 +174,9 @@ class Pipeline:
             # (The inference thread ends the uploads only after the last fetcher has ended, so it is kept.)
             log.debug("%s: %s", item.key, exc.code)
             state.error, state.finished = exc, True
-            record = results.error_record(item, self.manifest["input"], exc.code, exc.message, self.context)
-            self._put(self.upload_q, (item, record, {"status": "failed", "code": exc.code, "message": exc.message}))
+            record = results.error_record(item, self.manifest.input, exc.code, exc.message, self.context)
+            done = ItemDone(self.worker, item.key, Outcome.FAILED, code=exc.code, message=exc.message)
+            self._put(self.upload_q, (item, record, done))
 
     def _infer(self) -> None:
         from inference_pod.shard.engine import OcrEngine  # imported here: Paddle loads only after the device is pinned
@@ -194,8 +191,8 @@ class Pipeline:
         except Exception as exc:
             self._fatal(exit_codes.SYSTEMIC, f"model load failed: {type(exc).__name__}: {exc}")
             return
-        self.context.update(models=engine.model_names, device=report.as_dict(), worker=self.worker)
-        self._emit({"kind": "ready", "device": report.as_dict(), "models": engine.model_names})
+        self.context = replace(self.context, models=engine.model_names, device=report.as_dict(), worker=self.worker)
+        self._emit(Ready(self.worker, report.as_dict(), engine.model_names))
         batch: list[tuple[ItemState, int, Any]] = []
         ended = False
         while not ended and not self._halted():
@@ -228,9 +225,9 @@ class Pipeline:
             return
         state.finished = True
         pages = [state.pages[n] for n in range(state.page_count)]
-        record = results.ok_record(state.item, self.manifest["input"], pages, self.context, state.timing, state.kind)
-        outcome = {"status": "ok", "pages": state.page_count}
-        self._put(self.upload_q, (state.item, record, outcome), until_abort_only=True)
+        record = results.ok_record(state.item, self.manifest.input, pages, self.context, state.timing, state.kind)
+        done = ItemDone(self.worker, state.item.key, Outcome.OK, pages=state.page_count)
+        self._put(self.upload_q, (state.item, record, done), until_abort_only=True)
 
     def _upload(self) -> None:
         while not self.abort.is_set():
@@ -240,10 +237,10 @@ class Pipeline:
                 continue
             if entry is _END:
                 return
-            item, record, outcome = entry
-            self.dest.put(layout.result_key(item.key), results.encode(record))
-            log.debug("%s: result written (%s)", item.key, outcome["status"])
-            self._emit({"kind": "item", "key": item.key, **outcome})
+            item, record, done = entry
+            self.dest.put(layout.result_key(item.key), records.encode(record.to_dict()))
+            log.debug("%s: result written (%s)", item.key, done.outcome.value)
+            self._emit(done)
 
     def run(self) -> None:
         threads = [threading.Thread(target=self._guard(self._infer), name="inference", daemon=True)]
@@ -266,7 +263,7 @@ class Pipeline:
 
 
 def worker_main(
-    worker: int, config: LoaderConfig, manifest: dict, models: ModelSpec, work_q: Any, out_q: Any, stop: Any,
+    worker: int, config: LoaderConfig, manifest: Manifest, models: ModelSpec, work_q: Any, out_q: Any, stop: Any,
 ) -> None:
     """Entry point of a spawned worker process. Pins the device before anything imports Paddle."""
     level = os.environ.get("OCRJOB_LOG_LEVEL", "INFO").upper()
@@ -277,9 +274,9 @@ def worker_main(
     try:
         device = pin_device(config.device)
     except DeviceError as exc:
-        out_q.put({"worker": worker, "kind": "fatal", "exit_code": exit_codes.DEVICE_UNAVAILABLE, "message": str(exc)})
+        out_q.put(Fatal(worker, exit_codes.DEVICE_UNAVAILABLE, str(exc)))
         return
     try:
         Pipeline(worker, config, manifest, models, device, work_q, out_q, stop).run()
     finally:
-        out_q.put({"worker": worker, "kind": "exit"})
+        out_q.put(Exited(worker))

@@ -9,16 +9,15 @@ could not. Clients are cached per credentials; Secrets are re-read at most every
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from inference_pod.job import layout
+from inference_pod.job import layout, records
+from inference_pod.job.shard_records import Heartbeat, ShardSummary
 from inference_pod.job.storage import (
     ClientLimits,
-    ObjectNotFound,
     S3Settings,
     S3Storage,
     Storage,
@@ -72,20 +71,23 @@ class JobStorage:
     def uri(self, key: str) -> str:
         return f"{self.dest.uri.rstrip('/')}/{key}"
 
-    def _json(self, key: str) -> dict[str, Any] | None:
-        try:
-            doc = json.loads(self.dest.get(key))
-        except ObjectNotFound:
-            return None
-        except ValueError:
-            return None  # half-written by a foreign tool: treat as absent, the next read may succeed
-        return doc if isinstance(doc, dict) else None
+    # A missing, half-written or foreign object reads as absent (the next read may succeed); other storage
+    # errors propagate, typed.
+    def read_heartbeat(self, job_id: str, shard: int) -> Heartbeat | None:
+        return records.read(self.dest, layout.progress_key(job_id, shard), Heartbeat)
+
+    def read_shard_summary(self, job_id: str, shard: int) -> ShardSummary | None:
+        return records.read(self.dest, layout.shard_summary_key(job_id, shard), ShardSummary)
 
     def heartbeat(self, job_id: str, shard: int) -> dict[str, Any] | None:
-        return self._json(layout.progress_key(job_id, shard))
+        """`read_heartbeat` as the stored JSON object (what the controller works with)."""
+        beat = self.read_heartbeat(job_id, shard)
+        return None if beat is None else beat.to_dict()
 
     def shard_summary(self, job_id: str, shard: int) -> dict[str, Any] | None:
-        return self._json(layout.shard_summary_key(job_id, shard))
+        """`read_shard_summary` as the stored JSON object (what the controller works with)."""
+        summary = self.read_shard_summary(job_id, shard)
+        return None if summary is None else summary.to_dict()
 
 
 class StorageFactory:

@@ -22,7 +22,13 @@ from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
 from inference_pod.local.samples import generate_corpus, render_page
 from inference_pod.models import ModelSource
 from inference_pod.shard.config import LoaderConfig
-from inference_pod.shard.coordinator import run_shard
+from inference_pod.shard.coordinator import run_shard as run_shard_record
+
+
+def run_shard(config: LoaderConfig) -> tuple[int, dict]:
+    """The shard's exit code and its summary as stored (JSON object)."""
+    code, summary = run_shard_record(config)
+    return code, summary.to_dict()
 
 pytestmark = pytest.mark.ocr
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,126 @@
+"""The planner's records: the plan (`plan.json`, with one entry per shard) and the shard manifests
+(`shards/NNNNN.json`, with their items). Never imports paddle, kubernetes or inference_pod.shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from inference_pod.job.records import MANIFEST_SCHEMA, PLAN_SCHEMA, Fields, RecordError
+
+
+@dataclass(frozen=True)  # not slotted: pickled for spawned workers (see records)
+class Item:
+    """One planned input document."""
+
+    NAME: ClassVar[str] = "item"
+    SCHEMA: ClassVar[str | None] = None
+
+    key: str  # relative to the input root
+    size: int
+    etag: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Item:
+        f = Fields(cls.NAME, doc)
+        return cls(f.text("key"), f.integer("size"), f.text("etag", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "etag": self.etag}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one shard processes: its items, where they come from and where their results go."""
+
+    NAME: ClassVar[str] = "shard manifest"
+    SCHEMA: ClassVar[str | None] = MANIFEST_SCHEMA
+
+    job_id: str
+    shard_index: int
+    input: str
+    output: str
+    items: tuple[Item, ...]
+
+    @property
+    def item_count(self) -> int:
+        return len(self.items)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.items)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Manifest:
+        f = Fields(cls.NAME, doc)
+        return cls(f.text("job_id"), f.integer("shard_index"), f.text("input"), f.text("output"),
+                   f.each("items", Item.from_dict))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": MANIFEST_SCHEMA, "job_id": self.job_id, "shard_index": self.shard_index, "input": self.input,
+            "output": self.output, "item_count": self.item_count, "total_bytes": self.total_bytes,
+            "items": [item.to_dict() for item in self.items],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PlanShard:
+    """The plan's entry for one shard: its size and where its manifest is."""
+
+    NAME: ClassVar[str] = "plan shard"
+    SCHEMA: ClassVar[str | None] = None
+
+    index: int
+    items: int
+    bytes: int
+    manifest: str
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> PlanShard:
+        f = Fields(cls.NAME, doc)
+        return cls(f.integer("index"), f.integer("items"), f.integer("bytes"), f.text("manifest"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "items": self.items, "bytes": self.bytes, "manifest": self.manifest}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A job's plan, written once before any shard runs; `skipped` says what planning left out and why."""
+
+    NAME: ClassVar[str] = "plan"
+    SCHEMA: ClassVar[str | None] = PLAN_SCHEMA
+
+    job_id: str
+    input: str
+    output: str
+    created: str
+    planning_seconds: float
+    item_count: int
+    total_bytes: int
+    shards: tuple[PlanShard, ...]
+    skipped: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Plan:
+        f = Fields(cls.NAME, doc)
+        shards = f.each("shards", PlanShard.from_dict)
+        if f.integer("shard_count") != len(shards):
+            raise RecordError(cls.NAME, "shard_count", f"says {doc['shard_count']} but the plan lists {len(shards)}")
+        return cls(f.text("job_id"), f.text("input"), f.text("output"), f.text("created"),
+                   f.number("planning_seconds"), f.integer("item_count"), f.integer("total_bytes"), shards,
+                   f.mapping("skipped", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": PLAN_SCHEMA, "job_id": self.job_id, "input": self.input, "output": self.output,
+            "created": self.created, "planning_seconds": self.planning_seconds, "shard_count": self.shard_count,
+            "item_count": self.item_count, "total_bytes": self.total_bytes, "skipped": self.skipped,
+            "shards": [shard.to_dict() for shard in self.shards],
+        }

@@ -1,0 +1,144 @@
+"""The job's records: the job summary (`summary.json`) and the results index (`index.json`), merged from the
+plan, the shard summaries and the manifests (`summary`). Never imports paddle, kubernetes or inference_pod.shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from inference_pod.job.records import INDEX_SCHEMA, JOB_SUMMARY_SCHEMA, Fields
+from inference_pod.job.shard_records import ErrorEntry, ItemCounts, Throughput
+
+JOB_STATUSES = ("succeeded", "failed", "incomplete")
+
+
+@dataclass(frozen=True, slots=True)
+class JobShard:
+    """One shard in the job summary; `status` is `pending` while it has no shard summary."""
+
+    NAME: ClassVar[str] = "job summary shard"
+    SCHEMA: ClassVar[str | None] = None
+
+    index: int
+    items: int
+    status: str
+    devices: tuple[dict[str, Any], ...] = ()
+    seconds: float | None = None
+    throughput: Throughput | None = None
+    attempt: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> JobShard:
+        f = Fields(cls.NAME, doc)
+        return cls(f.integer("index"), f.integer("items"), f.text("status"), f.objects("devices", ()),
+                   f.number("seconds", None, nullable=True),
+                   f.nested("throughput", Throughput.from_dict, None, nullable=True),
+                   f.text("attempt", None, nullable=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "items": self.items, "status": self.status, "devices": list(self.devices),
+                "seconds": self.seconds, "throughput": self.throughput.to_dict() if self.throughput else None,
+                "attempt": self.attempt}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """The whole job: counts, error codes, every document with an error record (`failed_items`, what `ocrjob
+    retry` works from) and each shard. `extra` holds what the writer added (the operator: its verdict, the
+    Kubernetes object, the attempts), kept key by key."""
+
+    NAME: ClassVar[str] = "job summary"
+    SCHEMA: ClassVar[str | None] = JOB_SUMMARY_SCHEMA
+    FIELDS: ClassVar[tuple[str, ...]] = ("schema", "job_id", "input", "output", "status", "created", "items",
+                                         "skipped_at_planning", "error_codes", "failed_items", "shards")
+
+    job_id: str
+    input: str
+    output: str
+    status: str
+    created: str
+    items: ItemCounts
+    skipped_at_planning: dict[str, Any] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+    failed_items: tuple[ErrorEntry, ...] = ()
+    shards: tuple[JobShard, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> JobSummary:
+        f = Fields(cls.NAME, doc)
+        return cls(f.text("job_id"), f.text("input"), f.text("output"), f.text("status"), f.text("created"),
+                   f.nested("items", ItemCounts.from_dict), f.mapping("skipped_at_planning", {}),
+                   f.tallies("error_codes", {}), f.each("failed_items", ErrorEntry.from_dict, ()),
+                   f.each("shards", JobShard.from_dict, ()),
+                   {k: v for k, v in doc.items() if k not in cls.FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": JOB_SUMMARY_SCHEMA, "job_id": self.job_id, "input": self.input, "output": self.output,
+            "status": self.status, "created": self.created, "items": self.items.to_dict(),
+            "skipped_at_planning": self.skipped_at_planning, "error_codes": self.error_codes,
+            "failed_items": [entry.to_dict() for entry in self.failed_items],
+            "shards": [shard.to_dict() for shard in self.shards], **self.extra,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    NAME: ClassVar[str] = "index entry"
+    SCHEMA: ClassVar[str | None] = None
+
+    source: str  # the input key
+    result: str  # its result object's key
+    shard: int
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> IndexEntry:
+        f = Fields(cls.NAME, doc)
+        return cls(f.text("source"), f.text("result"), f.integer("shard"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "result": self.result, "shard": self.shard}
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableManifest:
+    NAME: ClassVar[str] = "unreadable manifest"
+    SCHEMA: ClassVar[str | None] = None
+
+    shard: int
+    manifest: str
+    error: str
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> UnreadableManifest:
+        f = Fields(cls.NAME, doc)
+        return cls(f.integer("shard"), f.text("manifest"), f.text("error", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shard": self.shard, "manifest": self.manifest, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsIndex:
+    """Every planned input with its result key; a manifest that could not be read is named, not fatal."""
+
+    NAME: ClassVar[str] = "results index"
+    SCHEMA: ClassVar[str | None] = INDEX_SCHEMA
+
+    job_id: str
+    output: str
+    results: tuple[IndexEntry, ...]
+    unreadable_manifests: tuple[UnreadableManifest, ...] = ()
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> ResultsIndex:
+        f = Fields(cls.NAME, doc)
+        return cls(f.text("job_id"), f.text("output"), f.each("results", IndexEntry.from_dict),
+                   f.each("unreadable_manifests", UnreadableManifest.from_dict, ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": INDEX_SCHEMA, "job_id": self.job_id, "output": self.output,
+                "results": [entry.to_dict() for entry in self.results],
+                "unreadable_manifests": [entry.to_dict() for entry in self.unreadable_manifests]}
