@@ -74,7 +74,7 @@ def test_unreachable_storage_at_a_credentials_prefix_is_retried_not_refused(tmp_
     )
     code, summary = run_shard(config, install_signals=False)
     assert code == exit_codes.SYSTEMIC, summary
-    assert "credentials" in summary["message"] and "cannot reach the S3 endpoint" in summary["message"]
+    assert "credentials" in summary.message and "cannot reach the S3 endpoint" in summary.message
 
 
 def test_the_operator_retries_a_transient_failure_and_fails_fast_on_refusal() -> None:
