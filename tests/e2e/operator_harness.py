@@ -77,7 +77,9 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.metrics_port, self.liveness_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        # This checkout's packages (the operator lives in operator/), whichever checkout the venv's editable install names.
+        env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "operator")]),
+                   PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "ocrjob_operator", "--namespace", self.namespace,
                 "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
