@@ -77,7 +77,7 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> OperatorProcess:
         self.metrics_port, self.liveness_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        # This checkout's packages (the operator lives in operator/), whichever checkout the venv's editable install names.
+        # This checkout's packages (the operator lives in operator/), whatever the venv's editable install names.
         env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "operator")]),
                    PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "ocrjob_operator", "--namespace", self.namespace,
