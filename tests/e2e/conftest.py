@@ -18,6 +18,7 @@ from tests.e2e.operator_harness import (
     Jobs,
     OperatorProcess,
     PodRecorder,
+    grant_operator,
     install,
     ocrjob,
     operator_kubeconfig,
@@ -100,6 +101,7 @@ def env(cluster: Any, k8s_client: Client, namespace: str, s3_server: Any, s3_buc
         op_kubeconfig: Path, models_env: None, tmp_path: Path) -> Iterator[Env]:
     jobs = Jobs(k8s_client, namespace)
     jobs.create_secret(s3_server.access_key, s3_server.secret_key)
+    grant_operator(cluster.kubeconfig, namespace)
     operator = OperatorProcess(op_kubeconfig, namespace, tmp_path)
     pods = PodRecorder(cluster.api_client, namespace).start()
     try:

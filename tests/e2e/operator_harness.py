@@ -20,6 +20,7 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError, NotFound
 from ocrjob_operator.api.names import GROUP, LABEL_JOB, PLURAL, VERSION
 from tests.support.controlplane import venv_tool
@@ -27,8 +28,8 @@ from tests.support.pki import write_kubeconfig
 from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_NAMESPACE = "ocrjob-system"
-OPERATOR_SA = "ocrjob-operator"
+OPERATOR_NAMESPACE = rbac.OPERATOR_NAMESPACE
+OPERATOR_SA = rbac.OPERATOR_SERVICE_ACCOUNT
 # Never hand the operator S3 credentials through its environment: it must use the Secret the job names.
 _SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
                  "KUBERNETES_SERVICE_HOST", "KUBECONFIG")
@@ -44,15 +45,23 @@ def kubectl(kubeconfig: Path, *args: str, timeout: float = 60, check: bool = Tru
 
 
 def install(admin_kubeconfig: Path) -> None:
-    """Apply the CRD and the operator's identity (namespace, ServiceAccount, RBAC) for real, then every
-    manifest of the kustomization (the Deployment included) with a server-side dry run."""
+    """Apply the CRD, the operator's identity (namespace, ServiceAccount), the user role and the admission
+    policies for real, then every manifest of the kustomization (the Deployment and the cluster-wide RBAC
+    included) with a server-side dry run. The operator gets namespaced RBAC per test namespace
+    (`grant_operator`), as a namespaced install does."""
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "ocrjob.yaml"))
     kubectl(admin_kubeconfig, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
-    for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+    for name in ("namespace.yaml", "serviceaccount.yaml", "user-role.yaml", "admission.yaml"):
         kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
                 str(REPO / "manifests" / name))
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k",
             str(REPO / "manifests"))
+
+
+def grant_operator(admin_kubeconfig: Path, namespace: str) -> None:
+    """The operator's Role and RoleBinding in `namespace`, as `python -m ocrjob_operator.api.rbac -n NS` makes."""
+    docs = rbac.render(rbac.namespaced([namespace]), "# test namespace")
+    kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=docs)
 
 
 def operator_kubeconfig(client: Client, admin_kubeconfig: Path, dest: Path) -> Path:

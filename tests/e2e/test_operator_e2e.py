@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from tests.e2e.conftest import Env
 from tests.e2e.operator_harness import (
     REPO,
     Jobs,
+    grant_operator,
     kubectl,
     ocrjob,
 )
@@ -27,7 +29,7 @@ from tests.support.controlplane import venv_tool
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
-OPERATOR_SA = "system:serviceaccount:ocrjob-system:ocrjob-operator"
+OPERATOR_SA = rbac.OPERATOR_USER
 
 
 def words_of(record: dict[str, Any]) -> set[str]:
@@ -265,6 +267,7 @@ def test_long_names_and_planned_locations_are_rejected(installed: Path, k8s_clie
 
 def test_manifests_apply_and_rbac_is_least_privilege(installed: Path, namespace: str) -> None:
     kubectl(installed, "apply", "--dry-run=server", "-k", str(REPO / "manifests"))
+    grant_operator(installed, namespace)  # a namespaced install: a Role in each watched namespace, nothing else
     out = kubectl(installed, "-n", namespace, "apply", "--dry-run=server", "-f",
                   str(REPO / "manifests" / "ocrjob.yaml")).stdout
     assert "ocrjob.ocrjob.dev/scans-2024 created (server dry run)" in out
@@ -277,5 +280,10 @@ def test_manifests_apply_and_rbac_is_least_privilege(installed: Path, namespace:
         answer = kubectl(installed, "auth", "can-i", *check, "-n", namespace, f"--as={OPERATOR_SA}",
                          check=False).stdout.strip()
         assert answer == ("yes" if check in allowed else "no"), (check, answer)
+    for elsewhere in ("kube-system", "default"):  # outside the watched namespaces: nothing at all
+        for check in allowed:
+            answer = kubectl(installed, "auth", "can-i", *check, "-n", elsewhere, f"--as={OPERATOR_SA}",
+                             check=False).stdout.strip()
+            assert answer == "no", (elsewhere, check, answer)
     explained = kubectl(installed, "explain", "ocrjob.spec.retries").stdout
     assert "Evictions, preemptions, node loss" in explained and "perShard" in explained

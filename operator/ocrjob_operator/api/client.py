@@ -392,8 +392,9 @@ class Client:
         kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
         return self._json(self._core.list_namespaced_pod, namespace, **kwargs).get("items", [])
 
-    def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._json(self._core.create_namespaced_pod, namespace, body)
+    def create_pod(self, namespace: str, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return self._json(self._core.create_namespaced_pod, namespace, body, **kwargs)
 
     def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._json(self._core.patch_namespaced_pod, name, namespace, patch,
