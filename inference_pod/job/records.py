@@ -146,6 +146,10 @@ def encode(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _is_record(doc: Any, schema: str | None) -> bool:
+    return isinstance(doc, dict) and (schema is None or doc.get("schema", schema) == schema)
+
+
 def decode(data: bytes, schema: str | None = None) -> dict[str, Any] | None:
     """A record from bytes; None when the bytes are not a JSON object (of `schema`, when given). A record
     without a `schema` field is accepted as being of `schema`."""
@@ -153,17 +157,18 @@ def decode(data: bytes, schema: str | None = None) -> dict[str, Any] | None:
         doc = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(doc, dict) or (schema is not None and doc.get("schema", schema) != schema):
-        return None
-    return doc
+    return doc if _is_record(doc, schema) else None
 
 
 def load_record(storage: Any, key: str, schema: str | None = None, name: str = "record") -> dict[str, Any]:
     """The record at `key` of `storage` as its JSON object: ObjectNotFound when it is missing, RecordError when
     it is not a JSON object (of `schema`, when given); other storage errors propagate (typed,
     `inference_pod.job.errors`). Every read of a record goes through here; `name` names it in the error."""
-    doc = decode(storage.get(key), schema)
-    if doc is None:
+    try:
+        doc = json.loads(storage.get(key))
+    except ValueError as exc:
+        raise RecordError(name, "", f"{key} is not valid JSON ({exc})") from exc
+    if not _is_record(doc, schema):
         raise RecordError(name, "", f"{key} is not a JSON object{f' of schema {schema}' if schema else ''}")
     return doc
 
