@@ -7,7 +7,6 @@ is checked before anything imports it, and a missing one is named with what to i
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from inference_pod.job import exit_codes, settings
+from ocrjob_cli.options import with_generated_options
 
 err = Console(stderr=True)
 models_app = typer.Typer(no_args_is_help=True, help="Offline OCR model bundles.")
@@ -35,24 +35,16 @@ def _require_ocr_stack() -> None:
 
 
 def with_loader_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Add every local loader setting as an option (flag, env var, default and help from the table); the
-    command receives them as keyword arguments named like the settings."""
+    """Every local loader setting as an option (flag, env var, default and help from the table); the command
+    receives them as `loader`, a dict by setting name."""
     local = [s for s in settings.SETTINGS if s.local]
-
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> None:
-        loader = {s.name: kwargs.pop(s.name) for s in local}
-        fn(loader=loader, **kwargs)
-
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "loader"]
-    extra = [
-        inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=s.default,
+    params = [
+        inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=s.default,
                           annotation=Annotated[s.type if s.default is not None else s.type | None,
                                                typer.Option(s.flag, envvar=s.env, help=s.help)])
         for s in local
     ]
-    command.__signature__ = inspect.Signature([*own, *extra])  # type: ignore[attr-defined]
-    return command
+    return with_generated_options("loader", params, lambda values: {s.name: values.pop(s.name) for s in local})(fn)
 
 
 @with_loader_options

@@ -62,20 +62,27 @@ def flags_from_options(values: dict[str, Any]) -> Any:
     return SubmitFlags(**given)
 
 
-def with_spec_options(after: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Add one option per flagged spec field after the command's parameter `after`; the command receives them
-    as `flags` (a SubmitFlags)."""
+def with_generated_options(into: str, params: list[inspect.Parameter], gather: Callable[[dict[str, Any]], Any],
+                           after: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command generated options: `params` go after its parameter `after` (default: at the end) in the
+    `__signature__` typer reads; the command receives `gather(values)` — which pops the generated values — as
+    its parameter `into`."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(fn)
         def command(**kwargs: Any) -> None:
-            fn(flags=flags_from_options(kwargs), **kwargs)
+            fn(**{into: gather(kwargs)}, **kwargs)
 
         own = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
-               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "flags"]
-        cut = [p.name for p in own].index(after) + 1
-        params = [*own[:cut], *(parameter(f) for f in FLAGGED), *own[cut:]]
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != into]
+        cut = [p.name for p in own].index(after) + 1 if after else len(own)
+        command.__signature__ = inspect.Signature([*own[:cut], *params, *own[cut:]])  # type: ignore[attr-defined]
         return command
 
     return decorate
+
+
+def with_spec_options(after: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """One option per flagged spec field after the command's parameter `after`; the command receives them as
+    `flags` (a SubmitFlags)."""
+    return with_generated_options("flags", [parameter(f) for f in FLAGGED], flags_from_options, after)
