@@ -57,6 +57,13 @@ def standby(env: Env, op_kubeconfig: Path, k8s_client: Client) -> Iterator[Opera
         print(f"--- second operator log ({second.log}) ---\n{tail(second.log, 80)}")
 
 
+def wait_finished(env: Env, name: str, timeout: float) -> dict[str, Any]:
+    """The status once the job is Succeeded or Failed (a failure shows at once, with its message)."""
+    status = env.jobs.wait_status(name, lambda s: s.get("phase") in ("Succeeded", "Failed"), timeout, "finished")
+    assert status["phase"] == "Succeeded", status.get("message")
+    return status
+
+
 def planned_by(op: OperatorProcess, namespace: str, job: str) -> bool:
     return f"{namespace}/{job} Planned:" in op.log.read_text()
 
@@ -76,7 +83,7 @@ def test_two_operators_one_leader_one_plan(env: Env, standby: OperatorProcess, k
     assert leads(k8s_client, env.operator) and not leads(k8s_client, standby)
     corpus = env.upload(3, seed=41)
     env.jobs.create(env.job("pair", sharding={"shardCount": 1}))
-    status = env.jobs.wait_status("pair", lambda s: s.get("phase") == "Succeeded", 300, "phase Succeeded")
+    status = wait_finished(env, "pair", 300)
     assert status["items"]["ok"] == 3
     # The Lease still names the first; only it planned; the standby never acted.
     assert leads(k8s_client, env.operator) and standby.running()
@@ -100,7 +107,7 @@ def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorP
                what="the standby to take the Lease")
     took = time.monotonic() - killed
     assert took <= TAKEOVER_AFTER_CRASH, f"takeover after {took:.1f}s (bound {TAKEOVER_AFTER_CRASH}s)"
-    status = env.jobs.wait_status("takeover", lambda s: s.get("phase") == "Succeeded", 300, "phase Succeeded")
+    status = wait_finished(env, "takeover", 300)
     assert status["items"] == {"total": 6, "done": 6, "ok": 6, "failed": 0, "skipped": 0}
     # One plan (planned once, by the first leader), one pod per shard, one result per document.
     assert [r for r, _ in env.jobs.events("takeover")].count("Planned") == 1
