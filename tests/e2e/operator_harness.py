@@ -22,13 +22,12 @@ from kubernetes.client.exceptions import ApiException
 
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError, NotFound
-from ocrjob_operator.api.names import GROUP, LABEL_JOB, PLURAL, VERSION
+from ocrjob_operator.api.names import GROUP, LABEL_JOB, LEASE_NAME, OPERATOR_NAMESPACE, PLURAL, VERSION
 from tests.support.controlplane import venv_tool
 from tests.support.pki import write_kubeconfig
 from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_NAMESPACE = rbac.OPERATOR_NAMESPACE
 OPERATOR_SA = rbac.OPERATOR_SERVICE_ACCOUNT
 # Never hand the operator S3 credentials through its environment: it must use the Secret the job names.
 _SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
@@ -51,7 +50,8 @@ def install(admin_kubeconfig: Path) -> None:
     (`grant_operator`), as a namespaced install does."""
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "ocrjob.yaml"))
     kubectl(admin_kubeconfig, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
-    for name in ("namespace.yaml", "serviceaccount.yaml", "user-role.yaml", "admission.yaml"):
+    for name in ("namespace.yaml", "serviceaccount.yaml", "user-role.yaml", "admission.yaml",
+                 "leader-election.yaml"):
         kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
                 str(REPO / "manifests" / name))
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k",
@@ -70,28 +70,39 @@ def operator_kubeconfig(client: Client, admin_kubeconfig: Path, dest: Path) -> P
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     return write_kubeconfig(dest, server=cluster["server"], ca=Path(cluster["certificate-authority"]),
-                            user=f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}", token=token)
+                            user=rbac.OPERATOR_USER, token=token)
+
+
+def lease_name(namespace: str) -> str:
+    """The Lease the operators of one test namespace elect their leader on (one per namespace: a test's operator
+    never waits for an operator that an earlier test killed, in another namespace)."""
+    return f"{LEASE_NAME}-{namespace}"
 
 
 class OperatorProcess:
-    """`python -m ocrjob_operator --namespace NS` as a child process; `kill()` simulates a crash."""
+    """`python -m ocrjob_operator --namespace NS` as a child process; `kill()` simulates a crash. `args` are added
+    to the command line; `name` tells its log apart from another instance's."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path) -> None:
-        self.kubeconfig, self.namespace = kubeconfig, namespace
-        self.log = workdir / "operator.log"
+    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, args: tuple[str, ...] = (),
+                 name: str = "operator") -> None:
+        self.kubeconfig, self.namespace, self.args, self.name = kubeconfig, namespace, tuple(args), name
+        self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = self.liveness_port = 0
         self.starts = 0
 
     def start(self, timeout: float = 60) -> OperatorProcess:
+        """Start it and wait for its liveness endpoint (served by a standby too: this does not wait for it to
+        lead)."""
         self.metrics_port, self.liveness_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         # This checkout's packages (the operator lives in operator/), whatever the venv's editable install names.
         env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "operator")]),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", POD_NAME=self.name)  # as the downward API does: its leader identity
         argv = [sys.executable, "-m", "ocrjob_operator", "--namespace", self.namespace,
-                "--metrics-port", str(self.metrics_port),
-                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
+                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--lease-namespace", OPERATOR_NAMESPACE, "--lease-name", lease_name(self.namespace), *self.args]
         with open(self.log, "a") as log:
             log.write(f"\n===== operator start #{self.starts + 1} =====\n")
         self.proc = spawn(argv, self.log, env=env, cwd=REPO)

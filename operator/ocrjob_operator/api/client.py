@@ -304,7 +304,7 @@ def kube_error(exc: BaseException) -> KubeError | None:
 
 # -- the client --------------------------------------------------------------------------------------------------
 class Client:
-    """OcrJobs, pods, Secrets, events and API discovery, as raw JSON dicts. Only KubeErrors leave a method."""
+    """OcrJobs, pods, Secrets, events, Leases and API discovery, as raw JSON dicts. Only KubeErrors leave a method."""
 
     def __init__(self, configuration: kubernetes.client.Configuration) -> None:
         self.configuration = configuration
@@ -324,6 +324,12 @@ class Client:
         import kubernetes
 
         return kubernetes.client.CoreV1Api(self._api)
+
+    @property
+    def _coordination(self) -> kubernetes.client.CoordinationV1Api:
+        import kubernetes
+
+        return kubernetes.client.CoordinationV1Api(self._api)
 
     @property
     def _custom(self) -> kubernetes.client.CustomObjectsApi:
@@ -446,3 +452,20 @@ class Client:
         doc = self._json(self._core.create_namespaced_service_account_token, name, namespace,
                          {"spec": {"expirationSeconds": seconds}})
         return doc["status"]["token"]
+
+
+    # -- Leases (leader election) ----------------------------------------------------------------------------
+    # `timeout` (connect, read seconds): the elector bounds each request by what is left of its renew deadline.
+    def get_lease(self, namespace: str, name: str, timeout: tuple[float, float] = TIMEOUT) -> dict[str, Any]:
+        return self._json(self._coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout)
+
+    def create_lease(self, namespace: str, body: dict[str, Any],
+                     timeout: tuple[float, float] = TIMEOUT) -> dict[str, Any]:
+        """Conflict when the Lease already exists (somebody else created it first)."""
+        return self._json(self._coordination.create_namespaced_lease, namespace, body, _request_timeout=timeout)
+
+    def replace_lease(self, namespace: str, name: str, body: dict[str, Any],
+                      timeout: tuple[float, float] = TIMEOUT) -> dict[str, Any]:
+        """A full update; with `metadata.resourceVersion` in `body`, Conflict when the Lease changed since."""
+        return self._json(self._coordination.replace_namespaced_lease, name, namespace, body,
+                          _request_timeout=timeout)

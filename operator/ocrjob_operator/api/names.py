@@ -20,6 +20,8 @@ KOPF_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
 
 MANAGED_BY = "ocrjob-operator"
+OPERATOR_NAMESPACE = "ocrjob-system"  # where manifests/ installs the operator (and its leader-election Lease)
+LEASE_NAME = "ocrjob-operator"  # the coordination.k8s.io Lease its instances elect a leader on
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"

@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 
-from ocrjob_operator.api.names import GROUP, PLURAL
+from ocrjob_operator.api.names import GROUP, OPERATOR_NAMESPACE, PLURAL
 
-OPERATOR_NAMESPACE = "ocrjob-system"
 OPERATOR_SERVICE_ACCOUNT = "ocrjob-operator"
 OPERATOR_ROLE = "ocrjob-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"

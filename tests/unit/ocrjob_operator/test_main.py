@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from ocrjob_operator.__main__ import parse_args
-from ocrjob_operator.api.names import FINALIZER
+from ocrjob_operator.api.names import FINALIZER, LEASE_NAME, OPERATOR_NAMESPACE
 from ocrjob_operator.handlers import apply_settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,6 +24,21 @@ def test_scope_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_args(["--all-namespaces"]).all_namespaces
     monkeypatch.setenv("OCRJOB_WATCH_NAMESPACES", "x, y")
     assert parse_args([]).namespace == ["x", "y"]
+
+
+def test_leader_election_and_metrics_address_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("POD_NAMESPACE", "OCRJOB_METRICS_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    args = parse_args(["-A"])
+    assert args.leader_election and args.lease_name == LEASE_NAME and args.lease_namespace == OPERATOR_NAMESPACE
+    assert args.metrics_address == "0.0.0.0"
+    assert not parse_args(["-A", "--no-leader-election"]).leader_election
+    monkeypatch.setenv("POD_NAMESPACE", "ops")
+    monkeypatch.setenv("OCRJOB_METRICS_ADDRESS", "127.0.0.1")
+    args = parse_args(["-A", "--lease-name", "mine"])
+    assert (args.lease_namespace, args.lease_name, args.metrics_address) == ("ops", "mine", "127.0.0.1")
+    with pytest.raises(SystemExit):
+        parse_args(["-A", "--liveness", "localhost:8080"])
 
 
 def test_module_runs_and_explains_the_missing_scope() -> None:
