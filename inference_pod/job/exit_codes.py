@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from inference_pod.job.errors import CredentialsRefused, InvalidRequest, PermissionDenied, StorageError
+from inference_pod.job.errors import (
+    CredentialsRefused,
+    InvalidRequest,
+    PermissionDenied,
+    StorageError,
+    StorageUnavailable,
+)
 
 SUCCEEDED = 0  # every item has a result object: text, or an error record for a bad file
 USAGE = 64  # the command line is wrong
 INPUT_ERROR = 65  # the shard manifest or configuration is invalid: retrying cannot help
 DEVICE_UNAVAILABLE = 69  # the requested device is not the one visible (wrong GPU count, no CUDA build)
-SYSTEMIC = 70  # storage unreachable, model failed to load, a worker died, no progress: worth a retry
+SYSTEMIC = 70  # model failed to load, a worker died, no progress, unclassified storage error: worth a retry
+STORAGE_UNAVAILABLE = 74  # EX_IOERR: storage unreachable, 5xx, throttling: retried free (an outage, not the shard)
 INTERRUPTED = 75  # SIGTERM/SIGINT: stopped cleanly, finished items kept; a rerun resumes
 CREDENTIALS = 77  # storage refused the credentials
 
@@ -18,6 +25,7 @@ DESCRIPTIONS = {
     INPUT_ERROR: "invalid shard manifest or configuration (not retried)",
     DEVICE_UNAVAILABLE: "requested device unavailable",
     SYSTEMIC: "systemic failure (retried)",
+    STORAGE_UNAVAILABLE: "storage unavailable (retried, budget not spent)",
     INTERRUPTED: "interrupted (resumable)",
     CREDENTIALS: "storage credentials refused",
 }
@@ -29,4 +37,6 @@ def for_storage_error(exc: StorageError) -> int:
         return CREDENTIALS  # 77, EX_NOPERM: not retried, the job fails fast naming the Secret
     if isinstance(exc, InvalidRequest):
         return INPUT_ERROR  # no such bucket, a key outside the root: retrying cannot help
-    return SYSTEMIC  # unreachable, 5xx, throttling, unknown: retried
+    if isinstance(exc, StorageUnavailable):
+        return STORAGE_UNAVAILABLE  # 74, EX_IOERR: unreachable, 5xx, throttling: an outage, retried free
+    return SYSTEMIC  # unclassified: retried, counted

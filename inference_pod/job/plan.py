@@ -95,7 +95,11 @@ def is_supported(key: str) -> bool:
 
 
 def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
-    """Parse both locations and refuse an output inside the input (the next run would OCR its own results)."""
+    """Parse both locations and refuse an output equal to, inside or above the input (results would be OCR'd on
+    the next run, or land inside the input), and S3 locations with '.', '..' or empty path segments (S3 keys are
+    literal: such a location is never what was meant, and the two could not be compared)."""
+    for what, uri in (("input", input_uri), ("output", output_uri)):
+        _check_segments(what, uri)
     try:
         source, dest = parse_location(input_uri), parse_location(output_uri)
     except ValueError as exc:
@@ -105,7 +109,30 @@ def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location
             f"output {dest.uri!r} lies inside input {source.uri!r}: results would be OCR'd on the next run; "
             "choose an output location outside the input (for example a sibling prefix)"
         )
+    if dest.contains(source):
+        raise PlanError(
+            f"output {dest.uri!r} contains input {source.uri!r}: results would be written inside the input, possibly "
+            "over input objects; choose an output location outside the input (for example a sibling prefix)"
+        )
     return source, dest
+
+
+def _check_segments(what: str, uri: str) -> None:
+    if not uri.strip().startswith("s3://"):
+        return  # a local path is resolved (`Location.contains` compares resolved paths)
+    _, _, rest = uri.strip().partition("://")
+    bucket, _, path = rest.partition("/")
+    segments = path.rstrip("/").split("/") if path.rstrip("/") else []
+    if any(s in ("", ".", "..") for s in segments):
+        kept: list[str] = []
+        for segment in segments:
+            if segment == "..":
+                kept = kept[:-1]
+            elif segment not in ("", "."):
+                kept.append(segment)
+        fixed = "/".join([f"s3://{bucket}", *kept])
+        raise PlanError(f"{what} {uri!r} has an empty, '.' or '..' path segment; S3 keys are literal, so write the "
+                        f"location without them, e.g. {fixed!r}")
 
 
 def collect(objects: Iterable[ObjectInfo]) -> Listing:

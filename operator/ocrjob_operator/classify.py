@@ -1,8 +1,10 @@
 """What happened to a shard pod, from its observed status alone (pure; the raw API dict in, an outcome out).
 
     DISRUPTED    eviction, preemption, node loss/shutdown, DisruptionTarget, SIGTERM (exit 75): retry, free
-    RETRYABLE    crash, OOMKilled, systemic failure (exit 70), device unavailable (69), stall, deadline: retry,
-                 counted against spec.retries.perShard
+    INFRASTRUCTURE storage unavailable (exit 74: unreachable, 5xx, throttling): retry with capped exponential
+                 backoff, free, bounded in time by spec.retries.infrastructureTimeoutSeconds
+    RETRYABLE    crash, OOMKilled, SIGKILL, systemic failure (exit 70), device unavailable (69), stall, deadline:
+                 retry, counted against spec.retries.perShard
     INPUT_ERROR  invalid shard manifest or usage (exit 65/64): the shard fails, no retry
     CONFIG_ERROR image pull, container config (missing Secret/key), start error, refused credentials (77):
                  every shard would fail the same way, so the job fails fast with the reason
@@ -33,6 +35,8 @@ DISRUPTION_POD_REASONS = frozenset({
     "OutOfcpu", "OutOfmemory", "OutOfpods", "OutOfephemeral-storage", "NodeAffinity", "NodeAffinityMismatch",
 })
 KILL_STALLED = "Stalled"
+UNSCHEDULABLE = "Unschedulable"  # the scheduler's PodScheduled=False reason: no node fits the pod
+SIGKILL_EXIT = 128 + 9  # a runtime reports a process killed by signal N as exit 128+N
 
 
 class Category(str, Enum):
@@ -41,6 +45,7 @@ class Category(str, Enum):
     TERMINATING = "Terminating"
     SUCCEEDED = "Succeeded"
     DISRUPTED = "Disrupted"
+    INFRASTRUCTURE = "Infrastructure"
     RETRYABLE = "Retryable"
     INPUT_ERROR = "InputError"
     CONFIG_ERROR = "ConfigError"
@@ -64,6 +69,7 @@ class PodOutcome:
     node: str | None = None
     summary: dict[str, Any] | None = None  # the loader's termination message, when it is JSON
     deleting: bool = False
+    unschedulable_since: float | None = None  # PodScheduled=False (reason Unschedulable) since then
 
     @property
     def active(self) -> bool:
@@ -119,6 +125,12 @@ def _exit_outcome(code: int, reason: str, summary_msg: str) -> tuple[Category, s
             (summary_msg + "; " if summary_msg else "") + "fix the Secret named in spec.s3.credentialsSecret")
     if code == exit_codes.INTERRUPTED:
         return Category.DISRUPTED, "Interrupted", summary_msg or "stopped by SIGTERM; the shard resumes"
+    if code == exit_codes.STORAGE_UNAVAILABLE:
+        return Category.INFRASTRUCTURE, "StorageUnavailable", summary_msg or exit_codes.DESCRIPTIONS[code]
+    if code == SIGKILL_EXIT:  # not OOMKilled (above): someone or something SIGKILLed it; its log tail is unrelated
+        return Category.RETRYABLE, "Killed", (
+            "the container was killed (SIGKILL, exit 137) without finishing: not out of memory; something outside "
+            "the loader killed it (a person, a node agent, the runtime)")
     if code == exit_codes.DEVICE_UNAVAILABLE:
         return Category.RETRYABLE, "DeviceUnavailable", summary_msg or exit_codes.DESCRIPTIONS[code]
     if code == exit_codes.SYSTEMIC:
@@ -186,5 +198,8 @@ def classify_pod(pod: dict[str, Any], now: float) -> PodOutcome:
         return out(Category.RUNNING, "Running", "")
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if scheduled is not None and scheduled.get("status") == "False":
-        return out(Category.PENDING, scheduled.get("reason") or "Unschedulable", scheduled.get("message") or "")
+        reason = scheduled.get("reason") or "Unschedulable"
+        if reason == UNSCHEDULABLE:
+            base["unschedulable_since"] = parse_time(scheduled.get("lastTransitionTime")) or base["created_at"]
+        return out(Category.PENDING, reason, scheduled.get("message") or "")
     return out(Category.PENDING, reason or "Pending", waiting.get("message") or "")

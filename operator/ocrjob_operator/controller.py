@@ -25,19 +25,18 @@ from ocrjob_operator import finish, metrics
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
 from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
-from ocrjob_operator.decide import Decision, ShardState, StallTracker, decide
-from ocrjob_operator.observe import Expectations, Observation, observe
+from ocrjob_operator.classify import parse_time
+from ocrjob_operator.decide import Decision, ShardState, StallTracker, decide, infrastructure_backoff_seconds
+from ocrjob_operator.observe import Expectations, Observation, PodHistory, observe
 from ocrjob_operator.podspec import JobRef, build_pod, manifest_uri
-from ocrjob_operator.reactions import to_storage_failure
-from ocrjob_operator.status import Observed, compute_status, status_patch, unplanned_status
+from ocrjob_operator.reactions import to_planning_failure
+from ocrjob_operator.status import Health, Observed, compute_status, status_patch, storage_unavailable, unplanned_status
 from ocrjob_operator.storage import CredentialsError, JobStorage, StorageFactory
 
 log = logging.getLogger("ocrjob.controller")
 
 POLL_SECONDS = 5.0  # resync while pods run (pod events wake the loop earlier)
 IDLE_SECONDS = 300.0  # a finished job without TTL: nothing to do but notice TTL changes
-MAX_PLANNING_ATTEMPTS = 8
-PLANNING_BACKOFF = (5, 10, 20, 40, 80, 160, 300)
 SUMMARY_ATTEMPTS = 5
 FINISHED = tuple(p for p in Phase if p.is_finished())
 POD_FINISHED = ("Succeeded", "Failed")  # Kubernetes pod phases, not OcrJob phases
@@ -50,6 +49,7 @@ class JobMemo:
     plan: dict[str, Any] | None = None
     stalls: StallTracker = field(default_factory=StallTracker)
     expectations: Expectations = field(default_factory=Expectations)
+    history: PodHistory = field(default_factory=PodHistory)
     succeeded_in_storage: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard -> its stored summary
     planning_retry_at: float = 0.0
     summary_failures: int = 0
@@ -134,29 +134,19 @@ class Controller:
             return Step(unplanned_status(Phase.PLANNING, "Planning", f"listing {spec.input_uri}", _generation(job),
                                          status, self.clock(), attempts), 0.0, again=True)
         started = self.monotonic()
+        reading_manifest = False
         try:
             storage = self.storage.for_job(meta["namespace"], spec)
+            reading_manifest = True
             manifest = parse_input_manifest(storage.read_object(spec.input_manifest)) if spec.input_manifest else None
+            reading_manifest = False
             policy = ShardingPolicy(shard_count=spec.shard_count, target_shard_bytes=spec.target_shard_bytes)
             plan = make_plan(meta["uid"], spec.input_uri, spec.output_uri, storage.source, storage.dest, policy,
                              manifest)
         except PlanError as exc:
             return self._fail_unplanned(job, "PlanFailed", f"planning failed: {exc}")
         except (StorageError, CredentialsError, KubeError) as exc:
-            text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc.reason}"
-            reaction = None if isinstance(exc, KubeError) else to_storage_failure(exc)
-            if reaction is not None and reaction.fail_job:
-                return self._fail_unplanned(job, reaction.reason, f"{text}; {reaction.hint}")
-            attempts += 1
-            if attempts >= MAX_PLANNING_ATTEMPTS:
-                return self._fail_unplanned(job, "StorageUnavailable",
-                                            f"planning failed {attempts} times; last error: {text}", attempts)
-            delay = PLANNING_BACKOFF[min(attempts - 1, len(PLANNING_BACKOFF) - 1)]
-            memo.planning_retry_at = self.monotonic() + delay
-            message = f"cannot plan yet: {text}; retry {attempts}/{MAX_PLANNING_ATTEMPTS - 1} in {delay}s"
-            self.emit(job, "Warning", "PlanningDelayed", message)
-            return Step(unplanned_status(Phase.PENDING, "WaitingForStorage", message, _generation(job), status,
-                                         self.clock(), attempts), float(delay))
+            return self._planning_failed(job, spec, exc, attempts + 1, reading_manifest)
         seconds = self.monotonic() - started
         memo.plan = plan
         metrics.PLANNING_SECONDS.observe(plan.get("planning_seconds", seconds))
@@ -172,6 +162,30 @@ class Controller:
         seen = observe(plan, [], spec, storage, meta["uid"], memo.expectations, memo.stalls,
                        memo.succeeded_in_storage, self.clock(), self.monotonic())
         return Step(self._status(job, spec, seen, location, Decision()), 0.0)
+
+    def _planning_failed(self, job: dict[str, Any], spec: JobSpec, exc: StorageError | CredentialsError | KubeError,
+                         attempts: int, reading_manifest: bool) -> Step:
+        """A permanent error fails the job now; a transient one (storage unavailable, a Secret not readable yet)
+        is retried with capped backoff for at most spec.retries.infrastructureTimeoutSeconds, counted from when
+        the StorageAvailable condition turned False (kept in status, so an operator restart does not reset it)."""
+        status, now = job.get("status") or {}, self.clock()
+        memo = self.memo(job["metadata"]["uid"])
+        text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc.reason}"
+        reaction = None if isinstance(exc, KubeError) else to_planning_failure(exc, reading_manifest)
+        if reaction is not None and reaction.fail_job:
+            return self._fail_unplanned(job, reaction.reason, f"{text}; {reaction.hint}")
+        since = _storage_down_since(status) or now
+        if now - since > spec.infrastructure_timeout_seconds:
+            return self._fail_unplanned(job, "StorageUnavailable", f"planning failed for {int(now - since)}s (more "
+                                        f"than spec.retries.infrastructureTimeoutSeconds="
+                                        f"{spec.infrastructure_timeout_seconds}); last error: {text}", attempts)
+        delay = infrastructure_backoff_seconds(attempts)
+        memo.planning_retry_at = self.monotonic() + delay
+        message = (f"cannot plan yet: {text}; attempt {attempts}, retrying in {delay:g}s for up to "
+                   f"{spec.infrastructure_timeout_seconds}s (spec.retries.infrastructureTimeoutSeconds)")
+        self.emit(job, "Warning", "PlanningDelayed", message)
+        return Step(unplanned_status(Phase.PENDING, "WaitingForStorage", message, _generation(job), status, now,
+                                     attempts, Health(storage_problem=text)), delay)
 
     def _fail_unplanned(self, job: dict[str, Any], reason: str, message: str, attempts: int | None = None) -> Step:
         status = job.get("status") or {}
@@ -192,12 +206,15 @@ class Controller:
                 memo.plan = load_plan(storage.dest, uid)
         except (StorageError, CredentialsError) as exc:
             return self._degraded(job, f"cannot read the plan: {exc}")
+        memo.history.seed(status)
         if memo.plan is None:
             return self._fail_planned(job, spec, None, "PlanLost",
                                       f"the plan {status.get('planLocation')} no longer exists; create a new OcrJob")
         now, mono = self.clock(), self.monotonic()
         seen = observe(memo.plan, self.kube.list_job_pods(ns, uid), spec, storage, uid, memo.expectations,
-                       memo.stalls, memo.succeeded_in_storage, now, mono)
+                       memo.stalls, memo.succeeded_in_storage, now, mono, memo.history)
+        for gone in seen.vanished:
+            self.emit(job, "Warning", "PodVanished", f"shard {gone.shard}: {gone.message}")
         # Decide (pure), then act on the decision.
         decision = decide(seen.states, spec, now, seen.stalled)
         try:
@@ -219,11 +236,14 @@ class Controller:
         ref = JobRef(meta["name"], ns, uid)
         pods = {p.name: p for s in states for p in s.attempts}
         if decision.fatal is not None:
+            self.memo(uid).history.deleted.update(decision.delete)
             for name_ in decision.delete:
                 if self.kube.delete_pod(ns, name_):
                     self.emit(job, "Warning", "ShardStopped", f"stopped pod {name_}: the job fails fast because "
                               f"shard {decision.fatal.index} cannot run ({decision.fatal.reason})")
             return ""
+        memo = self.memo(uid)
+        memo.history.deleted.update(decision.delete)  # not "vanished" when they go
         for name_ in decision.delete:  # suspend
             if self.kube.delete_pod(ns, name_):
                 self.emit(job, "Normal", "ShardSuspended", f"stopped pod {name_} (shard {pods[name_].shard}) because "
@@ -278,10 +298,15 @@ class Controller:
         observed = Observed(generation=_generation(job), plan_location=location, plan=seen.plan, states=seen.states,
                             items=seen.items, decision=decision, now=self.clock(), suspended=spec.suspend,
                             planning_attempts=int(status.get("planningAttempts") or 0), extra_message=note,
-                            pending_reasons=seen.pending_reasons, summary_location=summary_location)
+                            pending_reasons=seen.pending_reasons, summary_location=summary_location,
+                            health=seen.health, vanished_pods=self._vanished_record(job))
         desired = compute_status(observed, status)
         self._events_for_transitions(job, status, desired)
         return desired
+
+    def _vanished_record(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        history = self.memo(job["metadata"]["uid"]).history
+        return history.record() if history.vanished_total else None
 
     def _events_for_transitions(self, job: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
         before = {s["index"] for s in old.get("failedShards") or []}
@@ -373,11 +398,20 @@ class Controller:
 
     def _degraded(self, job: dict[str, Any], message: str) -> Step:
         log.warning("%s/%s: %s", job["metadata"]["namespace"], job["metadata"]["name"], message)
-        return Step({**(job.get("status") or {}), "message": message}, POLL_SECONDS * 2)
+        return Step(storage_unavailable(job.get("status") or {}, message, self.clock()), POLL_SECONDS * 2)
 
 
 def _generation(job: dict[str, Any]) -> int:
     return int(job["metadata"].get("generation") or 0)
+
+
+def _storage_down_since(status: dict[str, Any]) -> float | None:
+    """When the StorageAvailable condition last turned False (None while it is not False)."""
+    condition = next((c for c in status.get("conditions") or [] if c.get("type") == ConditionType.STORAGE_AVAILABLE),
+                     None)
+    if condition is None or condition.get("status") != "False":
+        return None
+    return parse_time(condition.get("lastTransitionTime"))
 
 
 def _items(memo: JobMemo, shard: int) -> int | str:

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ocrjob_operator.api.fields import MAX_BACKOFF_SECONDS
+from ocrjob_operator.api.fields import (
+    INFRASTRUCTURE_BACKOFF_SECONDS,
+    MAX_BACKOFF_SECONDS,
+    MAX_INFRASTRUCTURE_BACKOFF_SECONDS,
+)
 from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import Category, PodOutcome
 
@@ -37,10 +41,12 @@ class ShardState:
     reason: str = ""
     message: str = ""
     fatal: PodOutcome | None = None  # a configuration error: the whole job fails fast
+    attempt_floor: int = 0  # attempts below this were used by pods no longer listed: never reuse their names
+    infrastructure_since: float | None = None  # the shard's current run of storage-unavailable failures began
 
     @property
     def next_attempt(self) -> int:
-        return max((pod.attempt for pod in self.attempts), default=-1) + 1
+        return max(max((pod.attempt for pod in self.attempts), default=-1) + 1, self.attempt_floor)
 
     @property
     def active_pod(self) -> PodOutcome | None:
@@ -58,18 +64,50 @@ def backoff_seconds(counted_failures: int, base: int) -> float:
     return float(min(base * 2 ** min(counted_failures - 1, 20), MAX_BACKOFF_SECONDS))
 
 
+def infrastructure_backoff_seconds(failures: int) -> float:
+    """Delay after the n-th consecutive storage-unavailable failure: 5 s doubling, capped at 60 s."""
+    return float(min(INFRASTRUCTURE_BACKOFF_SECONDS * 2 ** min(max(failures, 1) - 1, 20),
+                     MAX_INFRASTRUCTURE_BACKOFF_SECONDS))
+
+
+def _infrastructure_streak(attempts: tuple[PodOutcome, ...]) -> list[PodOutcome]:
+    """The latest consecutive storage-unavailable failures (finished attempts only)."""
+    streak: list[PodOutcome] = []
+    for pod in reversed([p for p in attempts if not p.active]):
+        if pod.category is not Category.INFRASTRUCTURE:
+            break
+        streak.append(pod)
+    return streak[::-1]
+
+
+def unschedulable_for(pod: PodOutcome, spec: JobSpec, now: float) -> bool:
+    """An active pod no node fits, for longer than spec.scheduling.unschedulableTimeoutSeconds (0: never)."""
+    return (pod.active and pod.unschedulable_since is not None and spec.unschedulable_timeout_seconds > 0
+            and now - pod.unschedulable_since >= spec.unschedulable_timeout_seconds)
+
+
 def shard_state(index: int, pods: list[PodOutcome], spec: JobSpec, now: float,
-                succeeded_in_storage: bool = False) -> ShardState:
+                succeeded_in_storage: bool = False, attempt_floor: int = 0) -> ShardState:
     attempts = tuple(sorted(pods, key=lambda p: (p.attempt, p.created_at)))
     counted = sum(1 for p in attempts if p.counted)
     disruptions = sum(1 for p in attempts if p.category is Category.DISRUPTED)
-    common = dict(index=index, attempts=attempts, counted_failures=counted, disruptions=disruptions)
+    streak = _infrastructure_streak(attempts)
+    since = (streak[0].finished_at or streak[0].created_at) if streak else None
+    common = dict(index=index, attempts=attempts, counted_failures=counted, disruptions=disruptions,
+                  attempt_floor=attempt_floor, infrastructure_since=since)
     if succeeded_in_storage or any(p.category is Category.SUCCEEDED for p in attempts):
         return ShardState(phase=ShardPhase.SUCCEEDED, **common)  # type: ignore[arg-type]
     fatal = next((p for p in attempts if p.category is Category.CONFIG_ERROR), None)
     if fatal is not None:
         return ShardState(phase=ShardPhase.FAILED, reason=fatal.reason, message=fatal.message, fatal=fatal,
                           **common)  # type: ignore[arg-type]
+    stuck = next((p for p in attempts if unschedulable_for(p, spec, now)), None)
+    if stuck is not None:  # the job fails fast: every shard pod has the same scheduling constraints
+        return ShardState(phase=ShardPhase.FAILED, reason="Unschedulable", fatal=stuck, message=(
+            f"pod {stuck.name} could not be scheduled for {spec.unschedulable_timeout_seconds}s "
+            f"(spec.scheduling.unschedulableTimeoutSeconds; 0 waits forever): {stuck.message or stuck.reason}; fix "
+            "spec.nodeSelector, spec.tolerations, spec.affinity or spec.resources, or add nodes"),
+            **common)  # type: ignore[arg-type]
     if any(p.active for p in attempts):
         return ShardState(phase=ShardPhase.ACTIVE, **common)  # type: ignore[arg-type]
     latest = attempts[-1] if attempts else None
@@ -86,7 +124,18 @@ def shard_state(index: int, pods: list[PodOutcome], spec: JobSpec, now: float,
         return ShardState(phase=ShardPhase.FAILED, reason="TooManyDisruptions",
                           message=f"disrupted {disruptions} times (last: {latest.reason}); check the nodes and "
                                   "preemption settings", **common)  # type: ignore[arg-type]
-    delay = backoff_seconds(counted, spec.backoff_seconds) if latest.counted else DISRUPTION_RETRY_SECONDS
+    if latest.category is Category.INFRASTRUCTURE:
+        assert since is not None
+        if now - since > spec.infrastructure_timeout_seconds:
+            return ShardState(phase=ShardPhase.FAILED, reason="StorageUnavailable", message=(
+                f"storage has been unavailable to this shard for {int(now - since)}s (more than spec.retries."
+                f"infrastructureTimeoutSeconds={spec.infrastructure_timeout_seconds}); last: {latest.message}"),
+                **common)  # type: ignore[arg-type]
+        delay = infrastructure_backoff_seconds(len(streak))
+    elif latest.counted:
+        delay = backoff_seconds(counted, spec.backoff_seconds)
+    else:
+        delay = DISRUPTION_RETRY_SECONDS
     retry_at = (latest.finished_at or latest.created_at) + delay
     phase = ShardPhase.PENDING if now >= retry_at else ShardPhase.WAITING
     return ShardState(phase=phase, retry_at=retry_at, reason=latest.reason, message=latest.message,
@@ -94,12 +143,15 @@ def shard_state(index: int, pods: list[PodOutcome], spec: JobSpec, now: float,
 
 
 def shard_states(shard_count: int, pods: list[PodOutcome], spec: JobSpec, now: float,
-                 succeeded_in_storage: frozenset[int] = frozenset()) -> list[ShardState]:
+                 succeeded_in_storage: frozenset[int] = frozenset(),
+                 attempt_floors: dict[int, int] | None = None) -> list[ShardState]:
     by_shard: dict[int, list[PodOutcome]] = {i: [] for i in range(shard_count)}
     for pod in pods:
         if pod.shard in by_shard:
             by_shard[pod.shard].append(pod)
-    return [shard_state(i, by_shard[i], spec, now, i in succeeded_in_storage) for i in range(shard_count)]
+    floors = attempt_floors or {}
+    return [shard_state(i, by_shard[i], spec, now, i in succeeded_in_storage, floors.get(i, 0))
+            for i in range(shard_count)]
 
 
 class Outcome(str, Enum):

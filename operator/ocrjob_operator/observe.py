@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_pod.job.errors import StorageError
+from inference_pod.job.errors import StorageError, StorageUnavailable
 from ocrjob_operator.api.names import parse_pod_name
 from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import Category, PodOutcome, classify_pod
 from ocrjob_operator.decide import ShardPhase, ShardState, StallTracker, shard_states
-from ocrjob_operator.status import ItemCounts, shard_items
+from ocrjob_operator.status import Health, ItemCounts, shard_items
 
 log = logging.getLogger("ocrjob.observe")
 
@@ -46,6 +46,83 @@ class Expectations:
         return out
 
 
+VANISHED = "Vanished"
+VANISHED_KEPT = 200  # status.vanishedPods keeps this many records (the count is exact)
+
+
+@dataclass
+class PodHistory:
+    """The shard pods this process has listed (or learned of from status), so that a pod which disappears
+    without finishing (force-deleted, deleted by someone) is noticed, counted and explained, and its attempt
+    number is never reused. Pods this operator deleted itself (suspend, fail fast) are not "vanished"."""
+
+    last_seen: dict[str, PodOutcome] = field(default_factory=dict)
+    vanished: dict[str, _Vanished] = field(default_factory=dict)  # synthetic DISRUPTED outcomes, by pod name
+    vanished_total: int = 0
+    attempt_floors: dict[int, int] = field(default_factory=dict)  # shard -> lowest attempt number not yet used
+    deleted: set[str] = field(default_factory=set)
+    seeded: bool = False
+
+    def seed(self, status: dict[str, Any]) -> None:
+        """After an operator restart: the vanished pods recorded in status (their names stay used)."""
+        if self.seeded:
+            return
+        self.seeded = True
+        record = status.get("vanishedPods") or {}
+        self.vanished_total = max(self.vanished_total, int(record.get("count") or 0))
+        for entry in record.get("pods") or []:
+            pod = vanished_outcome(str(entry.get("name", "")), int(entry.get("shard", -1)),
+                                   int(entry.get("attempt", -1)), float(entry.get("at") or 0.0),
+                                   str(entry.get("lastSeen") or "Running"))
+            self.vanished.setdefault(pod.name, pod)
+            self._floor(pod)
+
+    def _floor(self, pod: PodOutcome) -> None:
+        self.attempt_floors[pod.shard] = max(self.attempt_floors.get(pod.shard, 0), pod.attempt + 1)
+
+    def update(self, listed: list[PodOutcome], now: float) -> list[PodOutcome]:
+        """Record this step's listing; returns the pods that vanished since the previous one."""
+        names = {p.name for p in listed}
+        gone = []
+        for name, pod in list(self.last_seen.items()):
+            if name in names:
+                continue
+            del self.last_seen[name]
+            if pod.active and name not in self.deleted and name not in self.vanished:
+                lost = vanished_outcome(name, pod.shard, pod.attempt, now, pod.category.value)
+                self.vanished[name] = lost
+                self.vanished_total += 1
+                gone.append(lost)
+        for pod in listed:
+            self.last_seen[pod.name] = pod
+            self._floor(pod)
+        return gone
+
+    def outcomes(self, listed: set[str]) -> list[PodOutcome]:
+        """The vanished pods as outcomes (a pod recreated under the same name is its listing instead)."""
+        return [p for name, p in self.vanished.items() if name not in listed]
+
+    def record(self) -> dict[str, Any]:
+        """status.vanishedPods."""
+        pods = sorted(self.vanished.values(), key=lambda p: p.finished_at or 0.0)[-VANISHED_KEPT:]
+        return {"count": self.vanished_total,
+                "pods": [{"name": p.name, "shard": p.shard, "attempt": p.attempt, "at": p.finished_at or 0.0,
+                          "lastSeen": p.last_seen} for p in pods]}
+
+
+@dataclass(frozen=True)
+class _Vanished(PodOutcome):
+    last_seen: str = ""  # the category it was last listed in
+
+
+def vanished_outcome(name: str, shard: int, attempt: int, at: float, last_seen: str) -> _Vanished:
+    return _Vanished(name=name, shard=shard, attempt=attempt, category=Category.DISRUPTED, reason=VANISHED,
+                     message=f"pod {name} disappeared before it finished (last seen {last_seen}): it was deleted "
+                             "(force-deleted, or by someone other than the operator); the shard is retried without "
+                             "spending retries.perShard",
+                     created_at=at, finished_at=at, last_seen=last_seen)
+
+
 @dataclass
 class Observation:
     """A planned job as seen in one step."""
@@ -56,11 +133,27 @@ class Observation:
     stalled: frozenset[str]
     storage_summaries: dict[int, dict[str, Any]]  # shards that succeeded without a pod we can see
     now: float
+    vanished: list[PodOutcome] = field(default_factory=list)  # pods found gone this step
+    storage_errors: list[str] = field(default_factory=list)  # this step's own reads that storage did not answer
 
     @property
     def items(self) -> dict[int, ItemCounts]:
         return {s.index: shard_items(s, self.heartbeats.get(s.index), self.storage_summaries.get(s.index))
                 for s in self.states}
+
+    @property
+    def health(self) -> Health:
+        """Storage down (this step's own reads, or a shard whose latest attempt exited 74) and unschedulable pods."""
+        storage = self.storage_errors[0] if self.storage_errors else None
+        for s in self.states:
+            if storage is None and s.infrastructure_since is not None and s.phase is not ShardPhase.SUCCEEDED:
+                # ... until a retry of that shard shows progress again (its own heartbeat).
+                pod, beat = s.active_pod, self.heartbeats.get(s.index) or {}
+                if pod is None or beat.get("pod") != pod.name:
+                    storage = next(p.message for p in reversed(s.attempts) if not p.active)
+        stuck = sorted(f"pod {p.name}: {p.message or p.reason}" for s in self.states for p in s.attempts
+                       if p.active and p.unschedulable_since is not None)
+        return Health(storage_problem=storage, unschedulable="; ".join(stuck[:3]) if stuck else None)
 
     @property
     def pending_reasons(self) -> list[str]:
@@ -70,13 +163,25 @@ class Observation:
 
 def observe(plan: dict[str, Any], raw_pods: list[dict[str, Any]], spec: JobSpec, storage: Any, job_id: str,
             expectations: Expectations, stalls: StallTracker, known_done: dict[int, dict[str, Any]],
-            now: float, mono: float) -> Observation:
+            now: float, mono: float, history: PodHistory | None = None) -> Observation:
     """Gather one step's view. `known_done` (shard -> stored summary) is updated in place: a cache of shards
-    found succeeded in storage, so each is read once per operator process."""
+    found succeeded in storage, so each is read once per operator process. `history` (updated in place) turns
+    pods that disappeared unfinished into DISRUPTED outcomes and keeps their attempt numbers used."""
     pods = [classify_pod(p, now) for p in raw_pods]
+    gone: list[PodOutcome] = []
+    floors: dict[int, int] = {}
+    if history is not None:
+        gone = history.update(pods, now)
+        pods += history.outcomes({p.name for p in pods})
+        floors = history.attempt_floors
     pods += expectations.placeholders({p.name for p in pods}, now, mono)
     shard_count = int(plan["shard_count"])
-    states = shard_states(shard_count, pods, spec, now, frozenset(known_done))
+    errors: list[str] = []
+
+    def read(fn: Callable[[str, int], dict[str, Any] | None], shard: int) -> dict[str, Any] | None:
+        return _read(fn, job_id, shard, errors)
+
+    states = shard_states(shard_count, pods, spec, now, frozenset(known_done), floors)
     # Shards that would be started now but have no pods: were they finished by an earlier incarnation? Each
     # one found done frees its slot for the next, which is checked too, until the slots are filled.
     free = max(0, spec.parallelism - sum(1 for s in states if s.active_pod is not None))
@@ -88,27 +193,30 @@ def observe(plan: dict[str, Any], raw_pods: list[dict[str, Any]], spec: JobSpec,
             break
         for shard in unchecked:
             checked.add(shard)
-            summary = _read(storage.shard_summary, job_id, shard)
+            summary = read(storage.shard_summary, shard)
             if summary and summary.get("status") == "succeeded":
                 known_done[shard] = summary
-        states = shard_states(shard_count, pods, spec, now, frozenset(known_done))
+        states = shard_states(shard_count, pods, spec, now, frozenset(known_done), floors)
     heartbeats = {}
     for state in states:
         pod = state.active_pod
         if pod is not None and pod.category is Category.RUNNING:
-            beat = _read(storage.heartbeat, job_id, state.index)
+            beat = read(storage.heartbeat, state.index)
             if beat is not None:
                 heartbeats[state.index] = beat
     return Observation(plan=plan, states=states, heartbeats=heartbeats,
                        stalled=stalled_pods(stalls, states, heartbeats, spec, mono),
-                       storage_summaries=dict(known_done), now=now)
+                       storage_summaries=dict(known_done), now=now, vanished=gone, storage_errors=errors)
 
 
-def _read(read: Callable[[str, int], dict[str, Any] | None], job_id: str, shard: int) -> dict[str, Any] | None:
+def _read(read: Callable[[str, int], dict[str, Any] | None], job_id: str, shard: int,
+          errors: list[str]) -> dict[str, Any] | None:
     try:
         return read(job_id, shard)
     except StorageError as exc:  # an unreadable heartbeat or summary this step is not a decision input
         log.warning("shard %s: %s", shard, exc)
+        if isinstance(exc, StorageUnavailable):  # but an outage is reported (condition StorageAvailable=False)
+            errors.append(str(exc))
         return None
 
 

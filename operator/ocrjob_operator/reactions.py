@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_pod.job.errors import CredentialsRefused, InvalidRequest, PermissionDenied, StorageError
+from inference_pod.job.errors import CredentialsRefused, InvalidRequest, ObjectNotFound, PermissionDenied, StorageError
 from ocrjob_operator.storage import CredentialsError
 
 
@@ -30,3 +30,12 @@ def to_storage_failure(exc: StorageError | CredentialsError) -> Reaction:
                                                  "new OcrJob")
     # A Secret not created yet, storage unreachable, 5xx, throttling, anything unclassified: may pass.
     return Reaction(False, "WaitingForStorage")
+
+
+def to_planning_failure(exc: StorageError | CredentialsError, reading_manifest: bool) -> Reaction:
+    """Planning: like any storage access, and a missing spec.input.manifest is permanent too (retrying cannot
+    create it)."""
+    if isinstance(exc, ObjectNotFound) and reading_manifest:
+        return Reaction(True, "InputManifestNotFound", "create the key list at spec.input.manifest (or remove the "
+                                                       "field to OCR the whole prefix) and create a new OcrJob")
+    return to_storage_failure(exc)

@@ -68,6 +68,24 @@ class Observed:
     planning_attempts: int = 0
     extra_message: str = ""
     pending_reasons: list[str] = field(default_factory=list)
+    health: Health | None = None
+    vanished_pods: dict[str, Any] | None = None  # status.vanishedPods (observe.PodHistory.record)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the StorageAvailable and Unschedulable conditions say: the problem while it lasts, else None."""
+
+    storage_problem: str | None = None
+    unschedulable: str | None = None
+
+    def truth(self) -> dict[ConditionType, tuple[bool, str, str]]:
+        storage, pods = self.storage_problem, self.unschedulable
+        return {
+            ConditionType.STORAGE_AVAILABLE: (storage is None, "StorageUnavailable" if storage else "Available",
+                                              storage or ""),
+            ConditionType.UNSCHEDULABLE: (pods is not None, "Unschedulable" if pods else "Scheduled", pods or ""),
+        }
 
 
 def _condition(ctype: ConditionType, status: bool, reason: str, message: str, generation: int,
@@ -80,7 +98,7 @@ def _condition(ctype: ConditionType, status: bool, reason: str, message: str, ge
 
 
 def conditions(phase: Phase | str, reason: str, message: str, planned: bool, generation: int,
-               previous: list[dict[str, Any]] | None, now: float) -> list[dict[str, Any]]:
+               previous: list[dict[str, Any]] | None, now: float, health: Health | None = None) -> list[dict[str, Any]]:
     """One condition per ConditionType; the one named like the phase is True (Planned: once planned)."""
     phase = Phase(phase)
     old = {c.get("type"): c for c in previous or []}
@@ -94,7 +112,13 @@ def conditions(phase: Phase | str, reason: str, message: str, planned: bool, gen
                                   message if suspended else ""),
         ConditionType.SUCCEEDED: (succeeded, reason if succeeded else "NotFinished", message if succeeded else ""),
         ConditionType.FAILED: (failed, reason if failed else "NotFailed", message if failed else ""),
+        **(health or Health()).truth(),
     }
+    if health is None:  # not observed in this step (e.g. announcing planning): keep what the last step saw
+        for ctype in Health().truth():
+            if ctype in old:
+                c = old[ctype]
+                truth[ctype] = (c.get("status") == "True", c.get("reason", ""), c.get("message", ""))
     return [_condition(t, *truth[t], generation, old, now) for t in ConditionType]
 
 
@@ -144,7 +168,8 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         "phase": phase.value,
         "message": message,
         "observedGeneration": obs.generation,
-        "conditions": conditions(phase, reason, message, True, obs.generation, previous.get("conditions"), obs.now),
+        "conditions": conditions(phase, reason, message, True, obs.generation, previous.get("conditions"), obs.now,
+                                 obs.health),
         "planLocation": obs.plan_location,
         "planningAttempts": obs.planning_attempts,
         "startTime": obs.start_time or previous.get("startTime") or utc_iso(obs.now),
@@ -162,21 +187,34 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         status["completionTime"] = previous.get("completionTime") or utc_iso(obs.now)
     if obs.summary_location:
         status["summaryLocation"] = obs.summary_location
+    vanished = obs.vanished_pods if obs.vanished_pods is not None else previous.get("vanishedPods")
+    if vanished and vanished.get("count"):
+        status["vanishedPods"] = vanished
     return status
 
 
 def unplanned_status(phase: Phase | str, reason: str, message: str, generation: int, previous: dict[str, Any] | None,
-                     now: float, planning_attempts: int = 0) -> dict[str, Any]:
+                     now: float, planning_attempts: int = 0, health: Health | None = None) -> dict[str, Any]:
     """Status before a plan exists (Pending, Planning) or when planning failed for good (Failed)."""
     previous, phase = previous or {}, Phase(phase)
     status: dict[str, Any] = {
         "phase": phase.value, "message": message, "observedGeneration": generation,
-        "conditions": conditions(phase, reason, message, False, generation, previous.get("conditions"), now),
+        "conditions": conditions(phase, reason, message, False, generation, previous.get("conditions"), now,
+                                 health),
         "planningAttempts": planning_attempts,
     }
     if phase is Phase.FAILED:
         status["completionTime"] = previous.get("completionTime") or utc_iso(now)
     return status
+
+
+def storage_unavailable(status: dict[str, Any], message: str, now: float) -> dict[str, Any]:
+    """The status as it is, with `message` and StorageAvailable=False (a step that could not read the plan)."""
+    previous = {c.get("type"): c for c in status.get("conditions") or []}
+    generation = int(status.get("observedGeneration") or 0)
+    down = _condition(ConditionType.STORAGE_AVAILABLE, False, "StorageUnavailable", message, generation, previous, now)
+    kept = [c for c in status.get("conditions") or [] if c.get("type") != ConditionType.STORAGE_AVAILABLE]
+    return {**status, "message": message, "conditions": [*kept, down]}
 
 
 def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:

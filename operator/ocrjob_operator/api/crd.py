@@ -56,6 +56,8 @@ def s3_uri(description: str, *, object_key: bool = False) -> Schema:
         S.S3_URI_RE, "must be an S3 location")
     return string(description, maxLength=S.MAX_URI, **{"x-kubernetes-validations": [
         _rule(f"self.matches(r'{pattern}')", f"{hint}: {S.URI_HINT}"),
+        _rule(f"!self.matches(r'{S.DOT_SEGMENT_RE}')", "must not have '.' or '..' segments: S3 keys are literal; "
+              "write the location without them, e.g. s3://bucket/a/c for s3://bucket/a/b/../c"),
     ]})
 
 
@@ -222,6 +224,10 @@ def _spec_schema() -> Schema:
                            "count; invalid input and configuration errors are not retried.", {
                 "perShard": integer("retries.perShard"),
                 "backoffSeconds": integer("retries.backoffSeconds"),
+                "infrastructureTimeoutSeconds": integer("retries.infrastructureTimeoutSeconds"),
+            }),
+            "scheduling": obj("How long shard pods may wait for a node.", {
+                "unschedulableTimeoutSeconds": integer("scheduling.unschedulableTimeoutSeconds"),
             }),
             "stallTimeoutSeconds": integer("stallTimeoutSeconds"),
             "shardDeadlineSeconds": integer("shardDeadlineSeconds"),
@@ -235,6 +241,11 @@ def _spec_schema() -> Schema:
             "self.input.uri.endsWith('/') ? self.input.uri : self.input.uri + '/'))",
             "spec.output.uri must not be spec.input.uri or lie inside it (results would be OCR'd on the next run): "
             "choose a sibling prefix, e.g. s3://bucket/results for input s3://bucket/scans",
+            fieldPath=".output.uri"), _rule(
+            "!((self.input.uri.endsWith('/') ? self.input.uri : self.input.uri + '/').startsWith("
+            "self.output.uri.endsWith('/') ? self.output.uri : self.output.uri + '/'))",
+            "spec.output.uri must not contain spec.input.uri (results would be written inside the input, possibly "
+            "over input objects): choose a sibling prefix, e.g. s3://bucket/results for input s3://bucket/scans",
             fieldPath=".output.uri")],
     )
 

@@ -19,6 +19,9 @@ DEVICES = ("gpu", "cpu")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 CLEANUP_POLICIES = ("DeleteSucceeded", "Delete", "Keep")
 MAX_BACKOFF_SECONDS = 600  # the doubling backoff between counted retries stops growing here
+# Free retries after an infrastructure failure (storage unavailable): 5 s doubling to 60 s.
+INFRASTRUCTURE_BACKOFF_SECONDS = 5
+MAX_INFRASTRUCTURE_BACKOFF_SECONDS = 60
 
 
 class Convert(Enum):
@@ -143,6 +146,17 @@ FIELDS: tuple[SpecField, ...] = (
     SpecField("retries.backoffSeconds", int,
               f"Delay before the first retry; doubles per retry up to {MAX_BACKOFF_SECONDS}s.", 1, 3_600, 10,
               flag="--backoff", convert=Convert.SECONDS, flag_help="First retry delay, e.g. 30s."),
+    SpecField("retries.infrastructureTimeoutSeconds", int, "How long a shard may keep failing because storage is "
+              "unavailable (unreachable, 5xx, throttling) before the job fails with reason StorageUnavailable. "
+              f"Such failures are retried every {INFRASTRUCTURE_BACKOFF_SECONDS}s doubling to "
+              f"{MAX_INFRASTRUCTURE_BACKOFF_SECONDS}s and do not spend retries.perShard; planning waits as long.",
+              60, 604_800, 1_800, flag="--infrastructure-timeout", convert=Convert.SECONDS,
+              flag_help="Most time a storage outage may last before the job fails."),
+    SpecField("scheduling.unschedulableTimeoutSeconds", int, "How long a shard pod may stay unschedulable (no node "
+              "fits its requests, nodeSelector, tolerations or affinity) before the job fails with reason "
+              "Unschedulable and the scheduler's message. 0: wait forever (e.g. for a cluster autoscaler).",
+              0, 604_800, 600, flag="--unschedulable-timeout", convert=Convert.SECONDS,
+              flag_help="Most time a shard pod may wait for a node (0: forever)."),
     SpecField("stallTimeoutSeconds", int, "A running shard whose progress heartbeat does not advance for this long "
               "is killed and retried (counted).", 10, 86_400, 600, flag="--stall-timeout", convert=Convert.SECONDS,
               flag_help="Kill a shard without progress for this long."),

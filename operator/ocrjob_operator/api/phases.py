@@ -56,10 +56,14 @@ def is_finished(value: str | None) -> bool:
 
 
 class ConditionType(_ApiString):
-    """status.conditions[].type, for `kubectl wait --for=condition=Succeeded`."""
+    """status.conditions[].type, for `kubectl wait --for=condition=Succeeded`. StorageAvailable is False while
+    storage does not answer (the operator's reads or shards exiting 74); Unschedulable is True while a shard pod
+    fits no node."""
 
     PLANNED = "Planned"
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    STORAGE_AVAILABLE = "StorageAvailable"
+    UNSCHEDULABLE = "Unschedulable"

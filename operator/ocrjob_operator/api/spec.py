@@ -33,6 +33,9 @@ DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_KEY_RE = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 HTTP_URL_RE = r"^https?://[^\s/?#]+(/[^\s]*)?$"
+# A '.' or '..' path segment: S3 keys are literal (no such segment is resolved), so such a location is never
+# what was meant and the output-vs-input checks could not compare it; refused with the normalised form.
+DOT_SEGMENT_RE = r"/\.{1,2}(/|$)"
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
 URI_HINT = (
@@ -112,6 +115,8 @@ class JobSpec:
     retries: int = F.default("retries.perShard")
     backoff_seconds: int = F.default("retries.backoffSeconds")
     stall_timeout_seconds: int = F.default("stallTimeoutSeconds")
+    infrastructure_timeout_seconds: int = F.default("retries.infrastructureTimeoutSeconds")
+    unschedulable_timeout_seconds: int = F.default("scheduling.unschedulableTimeoutSeconds")  # 0: forever
     shard_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     suspend: bool = F.default("suspend")
@@ -153,6 +158,30 @@ def _with_slash(uri: str) -> str:
 def output_inside_input(input_uri: str, output_uri: str) -> bool:
     """Same rule as the CRD's CEL rule: the output equals the input or lies below it."""
     return _with_slash(output_uri).startswith(_with_slash(input_uri))
+
+
+def output_contains_input(input_uri: str, output_uri: str) -> bool:
+    """Same rule as the CRD's CEL rule: the input lies below the output (results would land inside the input:
+    the result of <in>/<sub>/x.png is <out>/<sub-relative key>.json, which may be below the input)."""
+    return _with_slash(input_uri).startswith(_with_slash(output_uri))
+
+
+def dot_segment_fix(uri: str) -> str | None:
+    """None when `uri` has no '.' or '..' segment; else the message that says what to write instead."""
+    if not re.search(DOT_SEGMENT_RE, uri):
+        return None
+    scheme, _, rest = uri.partition("://")
+    bucket, _, path = rest.partition("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in (".", ""):
+            parts.append(part)
+    fixed = f"{scheme}://{bucket}" + ("/" + "/".join(parts) if parts else "")
+    return (f"{uri!r} has a '.' or '..' segment; S3 keys are literal, so write the location without them, e.g. "
+            f"{fixed!r}")
 
 
 class _Reader:
@@ -244,10 +273,20 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
     input_uri = r.string("input.uri", S3_URI_RE, URI_HINT, required=True)
     output_uri = r.string("output.uri", S3_URI_RE, URI_HINT, required=True)
     assert input_uri is not None and output_uri is not None
+    for path, uri in (("input.uri", input_uri), ("output.uri", output_uri)):
+        fix = dot_segment_fix(uri)
+        if fix:
+            raise SpecError(f"spec.{path}: {fix}")
     if output_inside_input(input_uri, output_uri):
         raise SpecError(f"spec.output.uri {output_uri!r} lies inside spec.input.uri {input_uri!r}: results would be "
                         "OCR'd on the next run; choose an output outside the input, e.g. a sibling prefix")
+    if output_contains_input(input_uri, output_uri):
+        raise SpecError(f"spec.output.uri {output_uri!r} contains spec.input.uri {input_uri!r}: results would be "
+                        "written inside the input (possibly over input objects); choose an output outside the input, "
+                        "e.g. a sibling prefix")
     manifest = r.string("input.manifest", S3_OBJECT_RE, "give the s3://bucket/key of a key list (JSON or lines)")
+    if manifest and dot_segment_fix(manifest):
+        raise SpecError(f"spec.input.manifest: {dot_segment_fix(manifest)}")
     image = r.string("image", r"^\S+$", "give the inference image, e.g. registry/ocrjob-inference:0.1.0",
                      required=True)
     shard_count = r.integer("sharding.shardCount")
@@ -301,6 +340,8 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
         retries=r.integer("retries.perShard"),  # type: ignore[arg-type]
         backoff_seconds=r.integer("retries.backoffSeconds"),  # type: ignore[arg-type]
         stall_timeout_seconds=r.integer("stallTimeoutSeconds"),  # type: ignore[arg-type]
+        infrastructure_timeout_seconds=r.integer("retries.infrastructureTimeoutSeconds"),  # type: ignore[arg-type]
+        unschedulable_timeout_seconds=r.integer("scheduling.unschedulableTimeoutSeconds"),  # type: ignore[arg-type]
         shard_deadline_seconds=r.integer("shardDeadlineSeconds"),
         ttl_seconds_after_finished=r.integer("ttlSecondsAfterFinished"),
         suspend=bool(r.get("suspend", F.default("suspend"))),

@@ -55,7 +55,8 @@ def test_running_and_succeeded() -> None:
     (exit_codes.SYSTEMIC, "Error", Category.RETRYABLE, "SystemicFailure"),
     (exit_codes.DEVICE_UNAVAILABLE, "Error", Category.RETRYABLE, "DeviceUnavailable"),
     (137, "OOMKilled", Category.RETRYABLE, "OOMKilled"),
-    (137, "Error", Category.RETRYABLE, "ExitCode137"),
+    (137, "Error", Category.RETRYABLE, "Killed"),
+    (exit_codes.STORAGE_UNAVAILABLE, "Error", Category.INFRASTRUCTURE, "StorageUnavailable"),
     (1, "Error", Category.RETRYABLE, "ExitCode1"),
     (128, "StartError", Category.CONFIG_ERROR, "StartError"),
 ])

@@ -31,11 +31,11 @@ def client_error(code: str, status: int) -> ClientError:
 
 
 @pytest.mark.parametrize(("exc", "kind", "code"), [
-    (client_error("SlowDown", 503), StorageUnavailable, exit_codes.SYSTEMIC),
-    (client_error("InternalError", 500), StorageUnavailable, exit_codes.SYSTEMIC),
-    (client_error("", 502), StorageUnavailable, exit_codes.SYSTEMIC),
+    (client_error("SlowDown", 503), StorageUnavailable, exit_codes.STORAGE_UNAVAILABLE),
+    (client_error("InternalError", 500), StorageUnavailable, exit_codes.STORAGE_UNAVAILABLE),
+    (client_error("", 502), StorageUnavailable, exit_codes.STORAGE_UNAVAILABLE),
     (EndpointConnectionError(endpoint_url="http://credentials.example:9000"), StorageUnavailable,
-     exit_codes.SYSTEMIC),
+     exit_codes.STORAGE_UNAVAILABLE),
     (client_error("InvalidAccessKeyId", 403), CredentialsRefused, exit_codes.CREDENTIALS),
     (client_error("SignatureDoesNotMatch", 403), CredentialsRefused, exit_codes.CREDENTIALS),
     (NoCredentialsError(), CredentialsRefused, exit_codes.CREDENTIALS),
@@ -73,7 +73,7 @@ def test_unreachable_storage_at_a_credentials_prefix_is_retried_not_refused(tmp_
         s3=S3Settings(endpoint_url=f"http://127.0.0.1:{_closed_port()}"), termination_log=str(tmp_path / "log"),
     )
     code, summary = run_shard(config, install_signals=False)
-    assert code == exit_codes.SYSTEMIC, summary
+    assert code == exit_codes.STORAGE_UNAVAILABLE, summary
     assert "credentials" in summary.message and "cannot reach the S3 endpoint" in summary.message
 
 

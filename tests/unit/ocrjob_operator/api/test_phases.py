@@ -12,7 +12,8 @@ from ocrjob_operator.api.phases import ConditionType, Phase, is_finished
 
 def test_the_declared_values() -> None:
     assert Phase.values() == ["Pending", "Planning", "Running", "Suspended", "Succeeded", "Failed"]
-    assert ConditionType.values() == ["Planned", "Running", "Suspended", "Succeeded", "Failed"]
+    assert ConditionType.values() == ["Planned", "Running", "Suspended", "Succeeded", "Failed",
+                                    "StorageAvailable", "Unschedulable"]
     assert Phase.listing() == "Pending, Planning, Running, Suspended, Succeeded or Failed"
 
 
