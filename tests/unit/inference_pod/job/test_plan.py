@@ -101,8 +101,32 @@ def test_output_inside_input_is_refused(source: str, dest: str) -> None:
         check_locations(source, dest)
 
 
+@pytest.mark.parametrize(
+    ("source", "dest"),
+    [("s3://b/data/in", "s3://b/data"), ("s3://b/data/in", "s3://b/data/"), ("s3://b/in", "s3://b"),
+     ("/data/in", "/data")],
+)
+def test_output_above_the_input_is_refused(source: str, dest: str) -> None:
+    # input data/in, output data: the result of data/in/in/x.png would be data/in/x.png.json, inside the input
+    with pytest.raises(PlanError, match="contains input"):
+        check_locations(source, dest)
+
+
+@pytest.mark.parametrize(
+    ("source", "dest", "fixed"),
+    [("s3://b/a/./in", "s3://b/out", "s3://b/a/in"), ("s3://b/in", "s3://b/x/../out", "s3://b/out"),
+     ("s3://b/a//in", "s3://b/out", "s3://b/a/in"), ("s3://b/in", "s3://b/..", "s3://b")],
+)
+def test_dot_and_empty_segments_are_refused_with_the_fix(source: str, dest: str, fixed: str) -> None:
+    with pytest.raises(PlanError, match="path segment") as err:
+        check_locations(source, dest)
+    assert f"e.g. {fixed!r}" in str(err.value)
+
+
 def test_sibling_prefix_is_not_inside() -> None:
     check_locations("s3://b/in", "s3://b/input-results")
+    check_locations("s3://b/in/", "s3://b/in-results/")
+    check_locations("s3://b/data/in", "s3://b/data-out")
 
 
 def test_plan_is_written_once_and_reused(tmp_path) -> None:

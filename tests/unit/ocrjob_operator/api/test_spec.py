@@ -70,7 +70,17 @@ def test_full_spec() -> None:
     ({"output__uri": "s3://bucket/scans/out"}, "inside spec.input.uri"),
     ({"output__uri": "s3://bucket/scans"}, "inside spec.input.uri"),
     ({"output__uri": "s3://bucket/scans/"}, "inside spec.input.uri"),
+    ({"output__uri": "s3://bucket"}, "contains spec.input.uri"),
+    ({"output__uri": "s3://bucket/"}, "contains spec.input.uri"),
+    ({"input__uri": "s3://bucket/scans/in", "output__uri": "s3://bucket/scans/"}, "contains spec.input.uri"),
+    ({"input__uri": "s3://bucket/a/./scans"}, "e.g. 's3://bucket/a/scans'"),
+    ({"output__uri": "s3://bucket/x/../out"}, "e.g. 's3://bucket/out'"),
+    ({"output__uri": "s3://bucket/.."}, "'.' or '..' segment"),
+    ({"input__manifest": "s3://bucket/lists/../keys.txt"}, "e.g. 's3://bucket/keys.txt'"),
+    ({"retries": {"infrastructureTimeoutSeconds": 10}}, "between 60 and 604800"),
+    ({"scheduling": {"unschedulableTimeoutSeconds": -1}}, "between 0 and 604800"),
     ({"input__uri": "bucket/scans"}, "s3://bucket/prefix"),
+    ({"input__uri": "s3://bucket/a//scans"}, "s3://bucket/prefix"),
     ({"input__uri": "s3://bucket//scans"}, "s3://bucket/prefix"),
     ({"output__uri": "s3://B/x"}, "s3://bucket/prefix"),
     ({"input__manifest": "s3://bucket/"}, "s3://bucket/key"),
@@ -99,6 +109,13 @@ def test_invalid_specs_say_what_to_fix(changes: dict[str, Any], needle: str) -> 
     with pytest.raises(SpecError, match="spec") as err:
         parse_spec(with_(**changes))
     assert needle in str(err.value)
+
+
+def test_a_sibling_or_dotted_name_is_not_a_dot_segment() -> None:
+    spec = parse_spec(with_(input__uri="s3://bucket/scans.v2/..x", output__uri="s3://bucket/scans-out/.hidden"))
+    assert spec.output_uri == "s3://bucket/scans-out/.hidden"
+    assert spec.infrastructure_timeout_seconds == F.default("retries.infrastructureTimeoutSeconds")
+    assert spec.unschedulable_timeout_seconds == F.default("scheduling.unschedulableTimeoutSeconds") > 0
 
 
 def test_output_inside_input_rule_matches_prefix_semantics() -> None:
