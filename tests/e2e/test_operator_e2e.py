@@ -88,7 +88,7 @@ def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_re
     assert status["observedGeneration"] == 1 and status["startTime"] and status["completionTime"]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Planned": "True", "Running": "False", "Suspended": "False", "Succeeded": "True",
-                          "Failed": "False"}
+                          "Failed": "False", "StorageAvailable": "True", "Unschedulable": "False"}
     # Results: every document's known words were recognised.
     for name, words in corpus.items():
         record = env.result(f"out/{layout.result_key(name)}")

@@ -173,6 +173,20 @@ class ProcessNode:
 
         self._call(oom_kill, timeout)
 
+    def sigkill(self, namespace: str, name: str, container: str | None = None, timeout: float = 30) -> None:
+        """SIGKILL one container's processes, as `kill -9` on the node would: reported exit code 137, reason
+        Error (not OOMKilled)."""
+
+        def sigkill() -> None:
+            run = self._find(namespace, name)
+            c = run.containers[container] if container else next(iter(run.containers.values()))
+            if c.proc and c.proc.poll() is None:
+                signal_group(c.proc.pid, signal.SIGKILL)
+                c.proc.wait(timeout=10)
+            self._sync(run)
+
+        self._call(sigkill, timeout)
+
     def pod_dir(self, namespace: str, name: str) -> Path:
         """The working directory of the latest pod with that name on this node."""
         return self._dirs[namespace, name]

@@ -188,6 +188,23 @@ class SeaweedFS:
                     with contextlib.suppress(OSError):
                         sock.unlink()
 
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the stopped server again on the same ports with the same data directory (an S3 outage ends):
+        the endpoint, credentials and every stored object stay as they were."""
+        assert not self.running, "stop() it first"
+        argv = self._command(weed_binary(), self.workdir, self.ports, self.workdir / "s3.json")
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== restart: {' '.join(argv)}\n".encode())
+            log.flush()
+            began = time.monotonic()
+            on_main = threading.current_thread() is threading.main_thread()
+            prefix = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV and on_main else []
+            self._proc = subprocess.Popen([*prefix, *argv], cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self._proc.pid
+        atexit.register(self.stop)
+        self._wait_ready(deadline=began + timeout)
+
     @property
     def running(self) -> bool:
         return self._proc.poll() is None

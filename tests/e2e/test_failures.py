@@ -1,0 +1,147 @@
+"""Failures on the real control plane: an S3 outage costs nothing, permanent errors fail fast, locations that
+would put results inside the input are refused, an unschedulable job fails with the scheduler's reason, and a
+force-deleted or SIGKILLed shard pod is counted and explained."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from inference_pod.job import layout
+from ocrjob_operator.api.client import Client, KubeError
+from ocrjob_operator.api.names import pod_name
+from tests.e2e.conftest import Env
+from tests.e2e.operator_harness import Jobs, ocrjob
+from tests.support.procs import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
+OUTAGE_SECONDS = 60
+FAIL_FAST_SECONDS = 60  # a permanent error fails the job within this (it was ~12 minutes of retries)
+
+
+def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == ctype), {})
+
+
+def failed_within(env: Env, name: str, seconds: float) -> dict[str, Any]:
+    return env.jobs.wait_status(name, lambda s: s.get("phase") == "Failed", seconds, "phase Failed")
+
+
+def midway(env: Env, job: str, pod: str, total: int) -> bool:
+    uid = env.jobs.get(job)["metadata"]["uid"]
+    try:
+        beat = env.result(f"out/{layout.progress_key(uid, 0)}")
+    except env.s3.exceptions.NoSuchKey:
+        return False
+    items = beat.get("items") or {}
+    done = sum(int(items.get(k) or 0) for k in ("ok", "failed", "skipped"))
+    return beat.get("pod") == pod and 1 <= done < total
+
+
+@pytest.mark.slow
+def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None:
+    env.upload(6, seed=71)
+    # No counted retry allowed: a shard that loses storage must not spend the budget.
+    env.jobs.create(env.job("outage", retries={"perShard": 0, "backoffSeconds": 1}))
+    first = pod_name("outage", 0, 0)
+    wait_until(lambda: midway(env, "outage", first, 6), timeout=240, interval=0.3, what="shard 0 to be midway")
+    s3_server.stop()
+    began, seen_down = time.monotonic(), None
+    try:
+        while time.monotonic() - began < OUTAGE_SECONDS:
+            down = condition(env.jobs.status("outage"), "StorageAvailable")
+            if down.get("status") == "False":
+                seen_down = seen_down or down
+            assert env.jobs.status("outage").get("phase") == "Running"
+            time.sleep(1)
+    finally:
+        s3_server.restart()
+    assert seen_down is not None, "StorageAvailable was never False during the outage"
+    status = env.jobs.wait_status("outage", lambda s: s.get("phase") in ("Succeeded", "Failed"), 420, "finished")
+    assert status["phase"] == "Succeeded", status
+    assert status["retries"]["counted"] == 0 and not status.get("failedShards")
+    assert condition(status, "StorageAvailable")["status"] == "True"
+    assert status["items"]["done"] == 6
+
+
+@pytest.mark.parametrize(("name", "change", "reason"), [
+    ("nobucket", {"input": {"uri": "s3://no-such-bucket-ocrjob/in"}}, "InvalidLocation"),
+    ("nomanifest", {"input": {"uri": "s3://BUCKET/in", "manifest": "s3://BUCKET/lists/missing.txt"}},
+     "InputManifestNotFound"),
+])
+def test_permanent_planning_errors_fail_fast(env: Env, name: str, change: dict[str, Any], reason: str) -> None:
+    env.upload(1, seed=72)
+    spec = {k: {kk: vv.replace("BUCKET", env.bucket) for kk, vv in v.items()} for k, v in change.items()}
+    began = time.monotonic()
+    env.jobs.create(env.job(name, **spec))
+    status = failed_within(env, name, FAIL_FAST_SECONDS)
+    assert condition(status, "Failed")["reason"] == reason, status
+    assert time.monotonic() - began < FAIL_FAST_SECONDS and not env.jobs.pods(name)
+    assert status["planningAttempts"] == 0
+
+
+def test_an_unschedulable_job_fails_with_the_schedulers_reason(env: Env) -> None:
+    env.upload(1, seed=73)
+    env.jobs.create(env.job("nonode", nodeSelector={"ocrjob.dev/no-such-node": "true"},
+                            scheduling={"unschedulableTimeoutSeconds": 20}))
+    unschedulable = env.jobs.wait_status("nonode", lambda s: condition(s, "Unschedulable").get("status") == "True",
+                                         60, "condition Unschedulable")
+    assert "node" in condition(unschedulable, "Unschedulable")["message"]
+    status = failed_within(env, "nonode", 90)
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "Unschedulable" and "didn't match" in failed["message"], failed
+    wait_until(lambda: not env.jobs.pods("nonode"), timeout=60, what="its pod to be deleted")
+
+
+@pytest.mark.slow
+def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: Env, k8s_client: Client) -> None:
+    env.upload(4, seed=74)
+    env.jobs.create(env.job("vanish", retries={"perShard": 0, "backoffSeconds": 1}))
+    first = pod_name("vanish", 0, 0)
+    wait_until(lambda: midway(env, "vanish", first, 4), timeout=240, interval=0.3, what="shard 0 to be midway")
+    k8s_client.delete_pod(env.namespace, first, 0)  # force: no graceful stop, no Failed phase, no trace
+    status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
+    assert status["phase"] == "Succeeded", status
+    assert status["vanishedPods"]["count"] == 1 and status["vanishedPods"]["pods"][0]["name"] == first
+    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert env.pods.created == [first, pod_name("vanish", 0, 1)]
+    vanished = [m for r, m in env.jobs.events("vanish") if r == "PodVanished"]
+    assert len(vanished) == 1 and first in vanished[0] and "disappeared" in vanished[0]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
+    env.upload(4, seed=75)
+    env.jobs.create(env.job("sigkill", retries={"perShard": 1, "backoffSeconds": 1}))
+    first = pod_name("sigkill", 0, 0)
+    wait_until(lambda: midway(env, "sigkill", first, 4), timeout=240, interval=0.3, what="shard 0 to be midway")
+    env.cluster.node.sigkill(env.namespace, first)
+    status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
+    assert status["phase"] == "Succeeded", status
+    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    retried = [m for r, m in env.jobs.events("sigkill") if r == "ShardRetried"]
+    assert len(retried) == 1 and f"{first} Killed: the container was killed (SIGKILL, exit 137)" in retried[0]
+
+
+LOCATIONS = [
+    ({"output": {"uri": "s3://bucket/data"}, "input": {"uri": "s3://bucket/data/in"}},
+     "must not contain spec.input.uri"),
+    ({"output": {"uri": "s3://bucket/"}, "input": {"uri": "s3://bucket/in"}}, "must not contain spec.input.uri"),
+    ({"output": {"uri": "s3://bucket/in/"}}, "must not be spec.input.uri or lie inside it"),
+    ({"input": {"uri": "s3://bucket/a/../in"}}, "must not have '.' or '..' segments"),
+    ({"output": {"uri": "s3://bucket/./out"}}, "must not have '.' or '..' segments"),
+    ({"output": {"uri": "s3://bucket/a//out"}}, "no empty segments"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), LOCATIONS, ids=[str(i) for i in range(len(LOCATIONS))])
+def test_locations_that_put_results_inside_the_input_are_refused(installed: Any, k8s_client: Client,
+                                                                 namespace: str, change: dict[str, Any],
+                                                                 message: str) -> None:
+    body = ocrjob("badloc", namespace, "bucket", "http://127.0.0.1:1")
+    body["spec"].update(change)
+    with pytest.raises(KubeError) as err:
+        Jobs(k8s_client, namespace).create(body)
+    assert err.value.status == 422 and message in err.value.message, err.value.message
