@@ -15,7 +15,9 @@ JOB_STATUSES = ("succeeded", "failed", "incomplete")
 
 @dataclass(frozen=True, slots=True)
 class JobShard:
-    """One shard in the job summary; `status` is `pending` while it has no shard summary."""
+    """One shard in the job summary: `status` is its summary's, else `pending` (documents without a result) or
+    `no_summary` (every document has one, the summary is missing); `ok`, `failed` and `pending` count what storage
+    holds of its documents."""
 
     NAME: ClassVar[str] = "job summary shard"
     SCHEMA: ClassVar[str | None] = None
@@ -27,6 +29,9 @@ class JobShard:
     seconds: float | None = None
     throughput: Throughput | None = None
     attempt: str | None = None
+    ok: int = 0
+    failed: int = 0
+    pending: int = 0
 
     @classmethod
     def from_dict(cls, doc: Any) -> JobShard:
@@ -34,19 +39,21 @@ class JobShard:
         return cls(f.integer("index"), f.integer("items"), f.text("status"), f.objects("devices", ()),
                    f.number("seconds", None, nullable=True),
                    f.nested("throughput", Throughput.from_dict, None, nullable=True),
-                   f.text("attempt", None, nullable=True))
+                   f.text("attempt", None, nullable=True), f.integer("ok", 0), f.integer("failed", 0),
+                   f.integer("pending", 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "items": self.items, "status": self.status, "devices": list(self.devices),
                 "seconds": self.seconds, "throughput": self.throughput.to_dict() if self.throughput else None,
-                "attempt": self.attempt}
+                "attempt": self.attempt, "ok": self.ok, "failed": self.failed, "pending": self.pending}
 
 
 @dataclass(frozen=True, slots=True)
 class JobSummary:
-    """The whole job: counts, error codes, every document with an error record (`failed_items`, what `ocrjob
-    retry` works from) and each shard. `extra` holds what the writer added (the operator: its verdict, the
-    Kubernetes object, the attempts), kept key by key."""
+    """The whole job: counts (of what storage holds: `summary.build_job_summary` says how they split), error
+    codes, every document with an error record (`failed_items`, what `ocrjob retry` works from) and each shard.
+    `extra` holds what the writer added (the operator: its verdict, the Kubernetes object, the attempts), kept
+    key by key."""
 
     NAME: ClassVar[str] = "job summary"
     SCHEMA: ClassVar[str | None] = JOB_SUMMARY_SCHEMA

@@ -27,7 +27,7 @@ from rich.table import Table
 from inference_pod.job import exit_codes, layout
 from inference_pod.job.plan import InputManifest, ShardingPolicy, check_locations, plan_job
 from inference_pod.job.storage import open_storage
-from inference_pod.job.summary import write_job_summary
+from inference_pod.job.summary import NO_SUMMARY, write_job_summary
 from inference_pod.models import default_cache_dir
 from inference_pod.shard.config import LoaderConfig
 from inference_pod.shard.messages import Outcome, ShardProgress
@@ -70,6 +70,10 @@ class RunResult:
     job_id: str
     summary: dict | None
     log_dir: Path
+
+
+def shard_log(log_dir: Path, shard: int) -> Path:
+    return log_dir / f"shard-{shard:05d}.log"
 
 
 def _slot_main(config: LoaderConfig, progress: Any, log_path: str) -> None:
@@ -147,7 +151,7 @@ def run_local(
                     config = replace(base_config, manifest=manifest_uri, device=device, termination_log=None)
                     proc = ctx.Process(
                         target=_slot_main, name=f"ocrjob-slot-{slot_id}",
-                        args=(config, progress_q, str(log_dir / f"shard-{shard:05d}.log")),
+                        args=(config, progress_q, str(shard_log(log_dir, shard))),
                     )
                     proc.start()
                     running[key] = (shard, proc)
@@ -218,5 +222,11 @@ def print_summary(console: Console, summary: dict, codes: dict[int, int], log_di
         console.print(f"  [red]✗[/] {failure['key']}: {failure['code']}: {failure['message']}")
     if len(summary["failed_items"]) > 10:
         console.print(f"  … {len(summary['failed_items']) - 10} more in {layout.job_summary_key(summary['job_id'])}")
+    for shard in summary["shards"]:
+        code = codes.get(shard["index"], exit_codes.SUCCEEDED)
+        if code != exit_codes.SUCCEEDED and shard["status"] in ("pending", NO_SUMMARY):
+            console.print(f"  [red]shard {shard['index']}[/] exited {code} without a shard summary in storage "
+                          f"({shard['ok'] + shard['failed']} of {shard['items']} results written and kept; a rerun "
+                          f"resumes): see {shard_log(log_dir, shard['index'])}")
     if any(code != exit_codes.SUCCEEDED for code in codes.values()):
         console.print(f"[red]some shards failed[/]: logs in {log_dir}")

@@ -169,18 +169,33 @@ class Coordinator:
             if ready and idle > self.config.stall_seconds:
                 return exit_codes.SYSTEMIC, f"no item finished for {self.config.stall_seconds}s: stalled"
 
-    def finish(self, exit_code: int, message: str) -> ShardSummary:
-        status = {exit_codes.SUCCEEDED: "succeeded", exit_codes.INTERRUPTED: "interrupted"}.get(exit_code, "failed")
-        summary = results.shard_summary(
-            self.job_id, self.shard, status, exit_code, message, self.tally, self.started, time.time(), self._context()
-        )
+    def finish(self, exit_code: int, message: str) -> tuple[int, ShardSummary]:
+        """Write the shard summary; returns the shard's final exit code with the summary as it ends.
+
+        A summary that cannot be written (after the storage client's bounded retries) makes the shard fail with
+        the storage error's code: the operator and the job summary read shard summaries from storage, so a
+        success without one would be a success nobody can see. The results already written stay; the retry
+        skips them."""
+        summary = self._summary(exit_code, message)
         try:
             self.dest.put(layout.shard_summary_key(self.job_id, self.shard), records.encode(summary.to_dict()))
-            self._heartbeat(status)
         except StorageError as exc:
             log.error("shard summary not written: %s", exc)
+            lost = f"the shard summary could not be written: {exc}"
+            if exit_code == exit_codes.SUCCEEDED:
+                exit_code, message = exit_codes.for_storage_error(exc), f"{message}, but {lost}"
+            else:  # keep the first failure's code: it is why the shard ended
+                message = f"{message}; {lost}"
+            summary = self._summary(exit_code, message)
+        self._heartbeat(summary.status)
         results.write_termination_log(self.config.termination_log, summary)
-        return summary
+        return exit_code, summary
+
+    def _summary(self, exit_code: int, message: str) -> ShardSummary:
+        status = {exit_codes.SUCCEEDED: "succeeded", exit_codes.INTERRUPTED: "interrupted"}.get(exit_code, "failed")
+        return results.shard_summary(
+            self.job_id, self.shard, status, exit_code, message, self.tally, self.started, time.time(), self._context()
+        )
 
 
 def _reap(procs: list, timeout: float) -> None:
@@ -226,7 +241,7 @@ def run_shard(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("shard %s: %s (exit %s)", coordinator.shard, message, code)
-    return code, coordinator.finish(code, message)
+    return coordinator.finish(code, message)
 
 
 def _failed_early(config: LoaderConfig, code: int, message: str) -> tuple[int, ShardSummary]:

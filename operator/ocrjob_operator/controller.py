@@ -30,7 +30,15 @@ from ocrjob_operator.decide import Decision, ShardState, StallTracker, decide, i
 from ocrjob_operator.observe import Expectations, Observation, PodHistory, observe
 from ocrjob_operator.podspec import JobRef, build_pod, manifest_uri
 from ocrjob_operator.reactions import to_planning_failure
-from ocrjob_operator.status import Health, Observed, compute_status, status_patch, storage_unavailable, unplanned_status
+from ocrjob_operator.status import (
+    Health,
+    ItemCounts,
+    Observed,
+    compute_status,
+    status_patch,
+    storage_unavailable,
+    unplanned_status,
+)
 from ocrjob_operator.storage import CredentialsError, JobStorage, StorageFactory
 
 log = logging.getLogger("ocrjob.controller")
@@ -292,14 +300,16 @@ class Controller:
 
     # -- status ----------------------------------------------------------------------------------------
     def _status(self, job: dict[str, Any], spec: JobSpec, seen: Observation, location: str, decision: Decision,
-                note: str = "", summary_location: str | None = None) -> dict[str, Any]:
+                note: str = "", summary_location: str | None = None,
+                stored_items: ItemCounts | None = None) -> dict[str, Any]:
         """The desired status from the observation and the decision, with the events its transitions explain."""
         status = job.get("status") or {}
         observed = Observed(generation=_generation(job), plan_location=location, plan=seen.plan, states=seen.states,
                             items=seen.items, decision=decision, now=self.clock(), suspended=spec.suspend,
                             planning_attempts=int(status.get("planningAttempts") or 0), extra_message=note,
                             pending_reasons=seen.pending_reasons, summary_location=summary_location,
-                            health=seen.health, vanished_pods=self._vanished_record(job))
+                            health=seen.health, vanished_pods=self._vanished_record(job),
+                            stored_items=stored_items)
         desired = compute_status(observed, status)
         self._events_for_transitions(job, status, desired)
         return desired
@@ -334,10 +344,11 @@ class Controller:
                 decision: Decision) -> Step:
         meta, status = job["metadata"], job.get("status") or {}
         memo = self.memo(meta["uid"])
-        note, location = "", None
+        note, location, stored = "", None, None
         try:
-            write_job_summary(storage.dest, meta["uid"], finish.summary_extra(meta, seen.states, decision))
+            written = write_job_summary(storage.dest, meta["uid"], finish.summary_extra(meta, seen.states, decision))
             location = storage.uri(layout.job_summary_key(meta["uid"]))
+            stored = ItemCounts.from_job_summary(written.get("items"))  # the final counts: storage's
         except Exception as exc:  # storage down, or a bookkeeping object a user damaged: bounded retries
             memo.summary_failures += 1
             if memo.summary_failures < SUMMARY_ATTEMPTS:
@@ -345,7 +356,7 @@ class Controller:
                             memo.summary_failures, exc)
                 return Step(None, POLL_SECONDS * memo.summary_failures)
             note = f"the job summary could not be written: {exc}"
-        desired = self._status(job, spec, seen, status["planLocation"], decision, note, location)
+        desired = self._status(job, spec, seen, status["planLocation"], decision, note, location, stored)
         kind = "Normal" if desired["phase"] == Phase.SUCCEEDED else "Warning"
         self.emit(job, kind, desired["phase"], desired["message"] + (f"; summary at {location}" if location else ""))
         return Step(desired, IDLE_SECONDS)

@@ -23,6 +23,9 @@ ITEM_KEYS = ("ok", "failed", "skipped")
 
 @dataclass(frozen=True)
 class ItemCounts:
+    """A job's (or shard's) documents with a result: `failed` has an error record (whichever attempt wrote it),
+    `ok` an ok result of the latest attempt, `skipped` an ok result an earlier attempt wrote. Disjoint."""
+
     ok: int = 0
     failed: int = 0
     skipped: int = 0
@@ -33,22 +36,41 @@ class ItemCounts:
 
     @classmethod
     def from_record(cls, items: dict[str, Any] | None) -> ItemCounts:
+        """The counts of a shard record (heartbeat, shard summary, termination message). A resumed attempt counts
+        the error records of earlier attempts as `failed_earlier` within its `skipped`: they are failed here."""
+        items = items or {}
+        ok, failed, skipped = (int(items.get(k) or 0) for k in ITEM_KEYS)
+        earlier = min(int(items.get("failed_earlier") or 0), skipped)
+        return cls(ok, failed + earlier, skipped - earlier)
+
+    @classmethod
+    def from_job_summary(cls, items: dict[str, Any] | None) -> ItemCounts:
+        """The counts of the job summary (`summary.json`), which already split them this way, from storage."""
         items = items or {}
         return cls(**{k: int(items.get(k) or 0) for k in ITEM_KEYS})
 
 
+def at_least(*counts: ItemCounts) -> ItemCounts:
+    """The largest counts all of these lower bounds of storage allow together. Ok results and error records only
+    ever grow, so the most ok results (with that record's ok/skipped split) and the most error records any of
+    them saw are still a lower bound, and neither `done` nor `failed` can go back."""
+    if not counts:
+        return ItemCounts()
+    okish = max(counts, key=lambda c: c.ok + c.skipped)
+    return ItemCounts(okish.ok, max(c.failed for c in counts), okish.skipped)
+
+
 def shard_items(state: ShardState, heartbeat: dict[str, Any] | None,
                 storage_summary: dict[str, Any] | None = None) -> ItemCounts:
-    """Best knowledge of a shard's item counts: the running pod's heartbeat, else the latest summary."""
+    """Best knowledge of a shard's item counts: at least what the running pod's heartbeat, the summary in
+    storage and every attempt's summary say. A retry's heartbeat starts again from 0 while it skips what earlier
+    attempts wrote; the earlier records keep the counts from going back meanwhile."""
+    records = []
     active = state.active_pod
     if active is not None and heartbeat and heartbeat.get("pod") == active.name:
-        return ItemCounts.from_record(heartbeat.get("items"))
-    succeeded = next((p for p in reversed(state.attempts) if p.category is Category.SUCCEEDED), None)
-    for source in (succeeded.summary if succeeded else None, storage_summary,
-                   *(p.summary for p in reversed(state.attempts))):
-        if source and source.get("items"):
-            return ItemCounts.from_record(source["items"])
-    return ItemCounts()
+        records.append(heartbeat.get("items"))
+    records += [source.get("items") for source in (storage_summary, *(p.summary for p in state.attempts)) if source]
+    return at_least(*(ItemCounts.from_record(items) for items in records if items))
 
 
 @dataclass
@@ -70,6 +92,7 @@ class Observed:
     pending_reasons: list[str] = field(default_factory=list)
     health: Health | None = None
     vanished_pods: dict[str, Any] | None = None  # status.vanishedPods (observe.PodHistory.record)
+    stored_items: ItemCounts | None = None  # a finished job's counts, from its job summary (from storage)
 
 
 @dataclass(frozen=True)
@@ -136,7 +159,11 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
     previous = previous or {}
     shards = _shard_counts(obs.states)
     total_items = int(obs.plan.get("item_count", 0))
-    done = ItemCounts(*(sum(getattr(c, k) for c in obs.items.values()) for k in ITEM_KEYS))
+    # Storage's counts once the job summary has them; until then never less than the last status said (it is
+    # persisted, so an operator restart cannot make them go back either).
+    done = obs.stored_items or at_least(ItemCounts(*(sum(getattr(c, k) for c in obs.items.values())
+                                                     for k in ITEM_KEYS)),
+                                        ItemCounts.from_job_summary(previous.get("items")))
     failed_shards = [s for s in obs.states if s.phase is ShardPhase.FAILED]
     decision = obs.decision
     if decision.outcome is Outcome.SUCCEEDED:

@@ -233,3 +233,60 @@ def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models,
         assert record["source"]["uri"] == f"s3://{s3_bucket}/docs/in/{name}"
     assert json.loads(dest.get("broken.pdf.json"))["error"]["code"] == "corrupt"
     assert json.loads(dest.get(layout.shard_summary_key("job-s3", 0)))["status"] == "succeeded"
+
+
+def filer_read_only(server, prefixes: list[str]) -> None:
+    """Make these filer paths read-only on the real SeaweedFS (its per-path `filer.conf`, which the filer
+    watches): an S3 PUT below one fails with a 500 (after the client's retries), as a broken store would."""
+    import urllib.request
+
+    conf = json.dumps({"version": 0, "locations": [{"locationPrefix": p, "readOnly": True} for p in prefixes]})
+    request = urllib.request.Request(f"http://127.0.0.1:{server.ports['filer']}/etc/seaweedfs/filer.conf",
+                                     data=conf.encode(), method="PUT")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    time.sleep(1.0)  # the filer reloads it from its own change feed
+
+
+@pytest.mark.s3
+def test_a_shard_that_cannot_write_its_summary_fails_and_its_results_stay(s3_server, s3_bucket, s3_environ,
+                                                                            ocr_models, tmp_path) -> None:
+    from inference_pod.job.errors import StorageUnavailable
+    from inference_pod.job.summary import NO_SUMMARY, write_job_summary
+
+    client = s3_server.client()
+    for index, word in enumerate(("Harbor", "Garden")):
+        buffer = io.BytesIO()
+        render_page([word], size=(600, 300)).save(buffer, "PNG")
+        client.put_object(Bucket=s3_bucket, Key=f"docs/in/p{index}.png", Body=buffer.getvalue())
+    client.put_object(Bucket=s3_bucket, Key="docs/in/broken.pdf", Body=b"%PDF-1.4 broken")
+    settings = S3Settings(endpoint_url=s3_server.endpoint, region="us-east-1")
+    source = open_storage(f"s3://{s3_bucket}/docs/in", settings)
+    dest = open_storage(f"s3://{s3_bucket}/docs/out", settings)
+    make_plan("job-lost", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
+    config = make_config(ocr_models, f"{dest.uri}/{layout.shard_manifest_key('job-lost', 0)}", s3=settings,
+                         termination_log=str(tmp_path / "term"))
+    summaries = f"/buckets/{s3_bucket}/docs/out/{layout.job_dir('job-lost')}/summaries/"
+    filer_read_only(s3_server, [summaries])
+    try:
+        code, summary = run_shard(config)
+    finally:
+        filer_read_only(s3_server, [])
+    assert code == exit_codes.for_storage_error(StorageUnavailable("")) == exit_codes.SYSTEMIC, summary["message"]
+    assert summary["status"] == "failed" and "shard summary could not be written" in summary["message"]
+    term = json.loads((tmp_path / "term").read_text())
+    assert (term["status"], term["exit_code"]) == ("failed", exit_codes.SYSTEMIC)
+    assert not dest.exists(layout.shard_summary_key("job-lost", 0))
+    results = {key: json.loads(dest.get(key))["status"] for key in ("p0.png.json", "p1.png.json", "broken.pdf.json")}
+    assert results == {"p0.png.json": "ok", "p1.png.json": "ok", "broken.pdf.json": "error"}
+    # The job summary counts what is stored: nothing is pending although the shard summary is missing.
+    job = write_job_summary(dest, "job-lost")
+    assert (job["items"]["ok"], job["items"]["failed"], job["items"]["pending"]) == (2, 1, 0)
+    assert job["shards"][0]["status"] == NO_SUMMARY and [e["key"] for e in job["failed_items"]] == ["broken.pdf"]
+    # The retry resumes: it skips every result, keeps the earlier error, and now writes its summary.
+    code, summary = run_shard(config)
+    assert code == exit_codes.SUCCEEDED, summary["message"]
+    assert summary["items"]["skipped"] == 3 and summary["items"]["failed_earlier"] == 1
+    job = write_job_summary(dest, "job-lost")
+    assert (job["items"]["ok"] + job["items"]["skipped"], job["items"]["failed"], job["items"]["pending"]) == (2, 1, 0)
+    assert job["status"] == "succeeded" and job["shards"][0]["status"] == "succeeded"

@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout
+from inference_pod.job.plan_records import Item
+from inference_pod.job.records import encode
+from inference_pod.job.result_record import ResultContext
 from inference_pod.job.storage import LocalStorage, ObjectNotFound
+from inference_pod.shard.results import ok_record
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
 from ocrjob_operator.api.fields import default
 from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID, pod_name
@@ -167,6 +171,13 @@ def reasons(events: list[tuple[str, str, str]]) -> list[str]:
 
 
 def write_summary(storage: FakeJobStorage, shard: int, items: int) -> None:
+    """What a shard that succeeded leaves in storage: a result per document of its manifest, then its summary."""
+    plan = json.loads(storage.dest.get(layout.plan_key(UID)))
+    manifest = json.loads(storage.dest.get(next(s["manifest"] for s in plan["shards"] if s["index"] == shard)))
+    context = ResultContext(UID, shard)
+    for doc in manifest["items"][:items]:
+        record = ok_record(Item(doc["key"], doc["size"]), "s3://bucket/in", [], context, {}, "png")
+        storage.dest.put(layout.result_key(doc["key"]), encode(record.to_dict()))
     storage.dest.put(layout.shard_summary_key(UID, shard), json.dumps({
         "status": "succeeded", "items": {"ok": items, "failed": 0, "skipped": 0, "total": items, "pages": items},
         "devices": [{"kind": "cpu"}], "seconds": 1.0}).encode())

@@ -10,6 +10,7 @@ from ocrjob_operator.decide import decide, shard_states
 from ocrjob_operator.status import (
     ItemCounts,
     Observed,
+    at_least,
     compute_status,
     shard_items,
     status_patch,
@@ -119,3 +120,47 @@ def test_unplanned_status() -> None:
 def test_item_counts() -> None:
     assert ItemCounts.from_record({"ok": 2, "failed": 1, "skipped": 3, "pending": 9}).done == 6
     assert ItemCounts.from_record(None).done == 0
+
+
+def test_error_records_of_earlier_attempts_count_as_failed() -> None:
+    # A resumed attempt reports what it found done as skipped, the error records among them as failed_earlier.
+    assert ItemCounts.from_record({"ok": 2, "failed": 0, "skipped": 3, "failed_earlier": 1}) == ItemCounts(2, 1, 2)
+    retried = pod(0, Category.SUCCEEDED, {"ok": 1, "failed": 0, "skipped": 4, "failed_earlier": 1}, attempt=1)
+    first = pod(0, Category.RETRYABLE, {"ok": 3, "failed": 1, "skipped": 0}, reason="Error")
+    done = pod(1, Category.SUCCEEDED, {"ok": 5, "failed": 0, "skipped": 0})
+    status = compute_status(observe([first, retried, done]), None)
+    assert status["items"] == {"total": 10, "done": 10, "ok": 6, "failed": 1, "skipped": 3}
+
+
+def test_a_retry_that_starts_again_from_zero_does_not_make_counts_go_back() -> None:
+    first = pod(0, Category.RETRYABLE, {"ok": 3, "failed": 1, "skipped": 0}, reason="Error")
+    retry = pod(0, Category.RUNNING, attempt=1)
+    beat = {"pod": pod_name("j", 0, 1), "items": {"ok": 0, "failed": 0, "skipped": 1, "failed_earlier": 0}}
+    status = compute_status(observe([first, retry], {0: beat}), None)
+    assert status["items"]["done"] == 4 and status["items"]["failed"] == 1
+    beat["items"] = {"ok": 1, "failed": 0, "skipped": 4, "failed_earlier": 1}
+    later = compute_status(observe([first, retry], {0: beat}), status)
+    assert later["items"] == {"total": 10, "done": 5, "ok": 1, "failed": 1, "skipped": 3}
+
+
+def test_counts_never_go_back_below_the_persisted_status_even_without_any_record() -> None:
+    # An operator restart after the failed attempt's pod is gone: the only memory is the previous status.
+    previous = {"items": {"total": 10, "done": 4, "ok": 3, "failed": 1, "skipped": 0}}
+    retry = pod(0, Category.RUNNING, attempt=1)
+    beat = {0: {"pod": pod_name("j", 0, 1), "items": {"ok": 0, "skipped": 2}}}
+    status = compute_status(observe([retry], beat), previous)
+    assert status["items"] == previous["items"] and status["progress"] == "4/10"
+
+
+def test_at_least_keeps_the_most_ok_results_and_the_most_error_records() -> None:
+    assert at_least() == ItemCounts()
+    assert at_least(ItemCounts(3, 0, 0), ItemCounts(0, 1, 2)) == ItemCounts(3, 1, 0)
+    assert at_least(ItemCounts(1, 0, 3), ItemCounts(3, 1, 0)) == ItemCounts(1, 1, 3)
+
+
+def test_a_finished_job_reports_the_counts_of_its_job_summary() -> None:
+    pods = [pod(0, Category.SUCCEEDED, {"ok": 5}), pod(1, Category.SUCCEEDED, {"ok": 5})]
+    observed = observe(pods)
+    observed.stored_items = ItemCounts.from_job_summary({"ok": 7, "failed": 2, "skipped": 1, "failed_earlier": 2})
+    status = compute_status(observed, None)
+    assert status["items"] == {"total": 10, "done": 10, "ok": 7, "failed": 2, "skipped": 1}

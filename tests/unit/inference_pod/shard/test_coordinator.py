@@ -42,7 +42,7 @@ def test_items_ready_and_exit_messages_drive_the_tally(tmp_path: Path) -> None:
     sent = [progress.get_nowait() for _ in range(3)]
     assert all(isinstance(p, ShardProgress) and p.shard == 4 for p in sent)
     assert [p.item.key for p in sent] == ["a.png", "b.png", "c.png"]
-    summary = coord.finish(code, message)
+    _, summary = coord.finish(code, message)
     assert summary.context.devices == ({"kind": "cpu"},) and summary.items.pages == 2
 
 

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import json
 
-from inference_pod.job.plan_records import Item, Plan, PlanShard
+from inference_pod.job.plan_records import Item
 from inference_pod.job.records import encode
 from inference_pod.job.result_record import ResultContext
-from inference_pod.job.shard_records import ShardContext, ShardSummary
-from inference_pod.job.summary import build_job_summary
+from inference_pod.job.shard_records import ShardContext
 from inference_pod.shard import results
 from inference_pod.shard.messages import ItemDone, Outcome
 
@@ -34,23 +33,6 @@ def test_records_are_json_with_source_and_error() -> None:
     assert record["source"] == {"uri": "s3://bucket/in/a/b.png", "key": "a/b.png", "etag": "etag1", "size": 12}
     assert record["error"] == {"code": "corrupt", "message": "bad bytes"} and record["status"] == "error"
     json.loads(encode(record))
-
-
-def test_job_summary_merges_shards_and_counts_missing_as_pending() -> None:
-    shards = (PlanShard(0, 3, 0, "m0"), PlanShard(1, 2, 0, "m1"))
-    plan = Plan("j", "in", "out", "2026-01-01T00:00:00Z", 0.1, 5, 0, shards)
-    shard0 = ShardSummary.from_dict({
-        "status": "succeeded", "items": {"ok": 2, "failed": 1, "skipped": 0, "pages": 4},
-        "error_codes": {"corrupt": 1}, "errors": [{"key": "x.png", "code": "corrupt", "message": "m"}],
-        "devices": [{"kind": "cpu"}], "seconds": 3.0,
-    })
-    summary = build_job_summary(plan, {0: shard0, 1: None}).to_dict()
-    assert summary["status"] == "incomplete"
-    assert summary["items"] == {
-        "total": 5, "ok": 2, "failed": 1, "skipped": 0, "failed_earlier": 0, "pending": 2, "pages": 4
-    }
-    assert summary["failed_items"] == [{"key": "x.png", "code": "corrupt", "message": "m"}]
-    assert [s["status"] for s in summary["shards"]] == ["succeeded", "pending"]
 
 
 def box(text: str, x: int, y: int, w: int = 60, h: int = 20) -> dict:
