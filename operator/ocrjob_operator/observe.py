@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_pod.job.errors import StorageError, StorageUnavailable
+from ocrjob_operator.api.fields import VANISHED_KEPT
 from ocrjob_operator.api.names import parse_pod_name
 from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import Category, PodOutcome, classify_pod
@@ -47,7 +48,6 @@ class Expectations:
 
 
 VANISHED = "Vanished"
-VANISHED_KEPT = 200  # status.vanishedPods keeps this many records (the count is exact)
 
 
 @dataclass

@@ -97,10 +97,10 @@ def test_an_unschedulable_job_fails_with_the_schedulers_reason(env: Env) -> None
 
 @pytest.mark.slow
 def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: Env, k8s_client: Client) -> None:
-    env.upload(4, seed=74)
+    env.upload(8, seed=74)
     env.jobs.create(env.job("vanish", retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("vanish", 0, 0)
-    wait_until(lambda: midway(env, "vanish", first, 4), timeout=240, interval=0.3, what="shard 0 to be midway")
+    wait_until(lambda: midway(env, "vanish", first, 8), timeout=240, interval=0.3, what="shard 0 to be midway")
     k8s_client.delete_pod(env.namespace, first, 0)  # force: no graceful stop, no Failed phase, no trace
     status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
@@ -113,10 +113,10 @@ def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: E
 
 @pytest.mark.slow
 def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
-    env.upload(4, seed=75)
+    env.upload(8, seed=75)
     env.jobs.create(env.job("sigkill", retries={"perShard": 1, "backoffSeconds": 1}))
     first = pod_name("sigkill", 0, 0)
-    wait_until(lambda: midway(env, "sigkill", first, 4), timeout=240, interval=0.3, what="shard 0 to be midway")
+    wait_until(lambda: midway(env, "sigkill", first, 8), timeout=240, interval=0.3, what="shard 0 to be midway")
     env.cluster.node.sigkill(env.namespace, first)
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status

@@ -296,6 +296,18 @@ def _status_schema() -> Schema:
             "disruptions": count("Shard restarts after evictions, preemptions, node loss or suspension "
                                  "(budget not spent)."),
         }),
+        "vanishedPods": obj("Shard pods that disappeared before they finished (force-deleted, or deleted by "
+                            "someone other than the operator): retried without spending the budget; their names "
+                            "are never reused.", {
+            "count": count("How many, over the job's life."),
+            "pods": {"type": "array", "maxItems": F.VANISHED_KEPT, "description": "The latest ones.",
+                     "items": obj("A vanished pod.", {
+                         "name": string("Pod name."), "shard": count("Shard index."),
+                         "attempt": count("Attempt number."),
+                         "at": {"type": "number", "description": "When the operator found it gone (Unix time)."},
+                         "lastSeen": string("What it was doing when last seen (Pending, Running, Terminating)."),
+                     })},
+        }),
         "failedShards": {"type": "array", "maxItems": 50, "description": "Shards that failed for good (first 50).",
                          "items": obj("A failed shard.", {"index": count("Shard index."),
                                                           "reason": string("Why it failed."),

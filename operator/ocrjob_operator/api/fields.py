@@ -22,6 +22,7 @@ MAX_BACKOFF_SECONDS = 600  # the doubling backoff between counted retries stops 
 # Free retries after an infrastructure failure (storage unavailable): 5 s doubling to 60 s.
 INFRASTRUCTURE_BACKOFF_SECONDS = 5
 MAX_INFRASTRUCTURE_BACKOFF_SECONDS = 60
+VANISHED_KEPT = 200  # status.vanishedPods.pods keeps this many records (its count is exact)
 
 
 class Convert(Enum):
