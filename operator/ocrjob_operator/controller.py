@@ -348,7 +348,7 @@ class Controller:
         try:
             written = write_job_summary(storage.dest, meta["uid"], finish.summary_extra(meta, seen.states, decision))
             location = storage.uri(layout.job_summary_key(meta["uid"]))
-            stored = ItemCounts.from_job_summary(written.get("items"))  # the final counts: storage's
+            stored = ItemCounts.from_job_counts(written.get("items"))  # the final counts: storage's
         except Exception as exc:  # storage down, or a bookkeeping object a user damaged: bounded retries
             memo.summary_failures += 1
             if memo.summary_failures < SUMMARY_ATTEMPTS:

@@ -44,8 +44,8 @@ class ItemCounts:
         return cls(ok, failed + earlier, skipped - earlier)
 
     @classmethod
-    def from_job_summary(cls, items: dict[str, Any] | None) -> ItemCounts:
-        """The counts of the job summary (`summary.json`), which already split them this way, from storage."""
+    def from_job_counts(cls, items: dict[str, Any] | None) -> ItemCounts:
+        """Counts already split this way: the job summary's (`summary.json`, from storage), or a status's."""
         items = items or {}
         return cls(**{k: int(items.get(k) or 0) for k in ITEM_KEYS})
 
@@ -161,9 +161,9 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
     total_items = int(obs.plan.get("item_count", 0))
     # Storage's counts once the job summary has them; until then never less than the last status said (it is
     # persisted, so an operator restart cannot make them go back either).
-    done = obs.stored_items or at_least(ItemCounts(*(sum(getattr(c, k) for c in obs.items.values())
-                                                     for k in ITEM_KEYS)),
-                                        ItemCounts.from_job_summary(previous.get("items")))
+    done = obs.stored_items if obs.stored_items is not None else at_least(
+        ItemCounts(*(sum(getattr(c, k) for c in obs.items.values()) for k in ITEM_KEYS)),
+        ItemCounts.from_job_counts(previous.get("items")))
     failed_shards = [s for s in obs.states if s.phase is ShardPhase.FAILED]
     decision = obs.decision
     if decision.outcome is Outcome.SUCCEEDED:

@@ -161,6 +161,6 @@ def test_at_least_keeps_the_most_ok_results_and_the_most_error_records() -> None
 def test_a_finished_job_reports_the_counts_of_its_job_summary() -> None:
     pods = [pod(0, Category.SUCCEEDED, {"ok": 5}), pod(1, Category.SUCCEEDED, {"ok": 5})]
     observed = observe(pods)
-    observed.stored_items = ItemCounts.from_job_summary({"ok": 7, "failed": 2, "skipped": 1, "failed_earlier": 2})
+    observed.stored_items = ItemCounts.from_job_counts({"ok": 7, "failed": 2, "skipped": 1, "failed_earlier": 2})
     status = compute_status(observed, None)
     assert status["items"] == {"total": 10, "done": 10, "ok": 7, "failed": 2, "skipped": 1}
