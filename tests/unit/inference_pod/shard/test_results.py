@@ -38,7 +38,7 @@ def test_records_are_json_with_source_and_error() -> None:
 
 def test_job_summary_merges_shards_and_counts_missing_as_pending() -> None:
     shards = (PlanShard(0, 3, 0, "m0"), PlanShard(1, 2, 0, "m1"))
-    plan = Plan("j", "in", "out", "2026-01-01T00:00:00Z", 0.1, 5, 0, shards)
+    plan = Plan("j", "0123456789abcdef", "in", "out", "2026-01-01T00:00:00Z", 0.1, 5, 0, shards)
     shard0 = ShardSummary.from_dict({
         "status": "succeeded", "items": {"ok": 2, "failed": 1, "skipped": 0, "pages": 4},
         "error_codes": {"corrupt": 1}, "errors": [{"key": "x.png", "code": "corrupt", "message": "m"}],
