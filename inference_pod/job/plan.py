@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,6 +37,8 @@ from inference_pod.job.storage import (
     StorageError,
     parse_location,
 )
+
+log = logging.getLogger("ocrjob.plan")
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
 MAX_SHARDS = 10_000
@@ -313,10 +316,14 @@ def plan_job(
     try:
         dest.create(layout.plan_key(job_id), json.dumps(plan.to_dict(), indent=1).encode())
     except ObjectExists:
-        _delete_quietly(dest, [entry.manifest for entry in plan.shards])  # orphans: no plan points to them
         winner = read_plan(dest, job_id)
         if winner is None:  # only if someone deleted plan.json right after it was created
             raise StorageError(f"{dest.uri}/{layout.plan_key(job_id)} exists but cannot be read") from None
+        if winner.plan_id == plan.plan_id:  # our own create, retried by the client after a lost answer
+            return winner
+        _delete_quietly(dest, [entry.manifest for entry in plan.shards])  # orphans: no plan points to them
+        log.info("job %s: plan %s lost the commit to plan %s, which another planner made; continuing with it",
+                 job_id, plan.plan_id, winner.plan_id)
         return _same_locations(winner, job_id, input_uri, output_uri)
     return plan
 

@@ -182,6 +182,24 @@ def test_two_racing_planners_commit_one_plan_and_both_return_it(tmp_path) -> Non
     assert bookkeeping == sorted([layout.plan_key("job-r"), *(entry.manifest for entry in stored.shards)])
 
 
+class AnswerLost(LocalStorage):
+    """The commit succeeds but its answer is lost; the client's retry is then refused as existing (412)."""
+
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        super().create(key, data, content_type)
+        if key == layout.plan_key("j"):
+            super().create(key, data, content_type)
+
+
+def test_a_retried_commit_that_finds_its_own_plan_keeps_it(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"png")
+    dest = AnswerLost(tmp_path / "out")
+    plan = plan_job("j", str(tmp_path / "in"), str(tmp_path / "out"), LocalStorage(tmp_path / "in"), dest,
+                    ShardingPolicy())
+    assert plan == read_plan(dest, "j") and dest.exists(plan.shards[0].manifest)  # its manifests are not orphans
+
+
 class IgnoresConditions(LocalStorage):
     """A store like an S3-compatible endpoint that ignores If-None-Match: a create overwrites."""
 
