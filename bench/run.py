@@ -132,8 +132,7 @@ def main() -> None:
 def orchestrate(args: argparse.Namespace) -> None:
     import shutil
 
-    from inference_pod.job import layout
-    from inference_pod.job.plan import ShardingPolicy, make_plan
+    from inference_pod.job.plan import ShardingPolicy, make_plan, manifest_key
     from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
     from inference_pod.local.samples import generate_corpus
     from tests.support.seaweedfs import SeaweedFS
@@ -155,8 +154,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         settings = S3Settings(endpoint_url=seaweed.endpoint, region="us-east-1")
 
         def plan(name: str, input_uri: str, output_uri: str, source, dest) -> str:
-            make_plan(name, input_uri, output_uri, source, dest, ShardingPolicy(shard_count=1))
-            return f"{output_uri.rstrip('/')}/{layout.shard_manifest_key(name, 0)}"
+            stored = make_plan(name, input_uri, output_uri, source, dest, ShardingPolicy(shard_count=1))
+            return f"{output_uri.rstrip('/')}/{manifest_key(stored, 0)}"
 
         local = [(f"local-w{w}", w, plan(f"local-w{w}", str(corpus), str(workdir / f"out-w{w}"),
                                          LocalStorage(corpus), LocalStorage(workdir / f"out-w{w}")), None)

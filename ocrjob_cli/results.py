@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_pod.job import layout, records
+from inference_pod.job.plan import manifest_key
 from inference_pod.job.storage import ObjectNotFound, S3Settings, Storage, StorageError, open_storage
 from ocrjob_cli.exit import CliError, ExitCode
 
@@ -179,7 +180,7 @@ def retry_plan(files: JobFiles, job: dict[str, Any]) -> RetryPlan:
                                            "cause and submit it again")
     summary = files.summary()
     unfinished = [key for index in unfinished_shards(summary, plan)
-                  for key in files.shard_keys(layout.shard_manifest_key(files.uid, index))]
+                  for key in files.shard_keys(manifest_key(plan, index))]
     return classify(candidate_keys(summary, unfinished), files.result)
 
 

@@ -20,6 +20,11 @@ class ObjectNotFound(StorageError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ObjectExists(StorageError):
+    """A create-if-absent found the object already there (S3 412 PreconditionFailed or 409
+    ConditionalRequestConflict, an existing file): someone else wrote it first."""
+
+
 class CredentialsRefused(StorageError):
     """No credentials, or the store rejected them (unknown key id, bad signature, expired token)."""
 
@@ -36,3 +41,8 @@ class StorageUnavailable(StorageError):
 class InvalidRequest(StorageError):
     """The request cannot succeed as written: no such bucket, a malformed name, a key outside the root.
     Retrying does not help; the location or configuration must change."""
+
+
+class ConditionalWriteIgnored(InvalidRequest):
+    """The store accepted a create-if-absent of an object that already existed: it ignores If-None-Match, so it
+    cannot guarantee that a job's plan is committed exactly once. Another store (or version) is needed."""

@@ -3,8 +3,12 @@
 For every input object ``<input>/<rel>`` the result is ``<output>/<rel>.json``. Job bookkeeping lives
 under ``<output>/_ocrjob/<job-id>/``:
 
-    plan.json               the plan index (written last: its presence means the plan is complete)
-    shards/NNNNN.json       shard manifests (the items of each shard)
+    plan.json               the plan's commit: created only if absent, so exactly once, and never rewritten;
+                            it records its plan id and the manifest key of each shard
+    plans/<plan-id>/shards/NNNNN.json
+                            shard manifests (the items of each shard) of one planning attempt; only those of the
+                            plan id in plan.json count (a losing attempt's are orphans, deleted best-effort)
+    probes/<id>.json        short-lived objects of the planner's check that the store honours create-if-absent
     progress/NNNNN.json     heartbeat/progress records, rewritten every few seconds by a running shard
     summaries/NNNNN.json    the final summary of each shard
     summary.json            the job summary; index.json lists every result object
@@ -13,10 +17,13 @@ under ``<output>/_ocrjob/<job-id>/``:
 from __future__ import annotations
 
 import re
+import secrets
 
 RESULT_SUFFIX = ".json"
 JOB_DIR = "_ocrjob"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RANDOM_ID_HEX = 16  # 64 random bits: two planning attempts never collide
+_RANDOM_ID = re.compile(rf"^[0-9a-f]{{{RANDOM_ID_HEX}}}$")
 
 
 def result_key(rel: str) -> str:
@@ -41,8 +48,25 @@ def plan_key(job_id: str) -> str:
     return f"{job_dir(job_id)}/plan.json"
 
 
-def shard_manifest_key(job_id: str, index: int) -> str:
-    return f"{job_dir(job_id)}/shards/{index:05d}.json"
+def plan_manifest_key(job_id: str, plan_id: str, index: int) -> str:
+    """Where one planning attempt writes a shard's manifest. Readers take the key from the plan's entry for the
+    shard (`PlanShard.manifest`), never from here."""
+    return f"{job_dir(job_id)}/plans/{check_random_id(plan_id)}/shards/{index:05d}.json"
+
+
+def random_id() -> str:
+    """A plan id (or probe id): random per planning attempt, so two attempts never share a key."""
+    return secrets.token_hex(RANDOM_ID_HEX // 2)
+
+
+def check_random_id(value: str) -> str:
+    if not _RANDOM_ID.match(value):
+        raise ValueError(f"{value!r} is not a plan id ({RANDOM_ID_HEX} lowercase hex digits)")
+    return value
+
+
+def probe_key(job_id: str, probe_id: str) -> str:
+    return f"{job_dir(job_id)}/probes/{check_random_id(probe_id)}.json"
 
 
 def progress_key(job_id: str, index: int) -> str:

@@ -4,21 +4,41 @@ Items are balanced by total bytes with longest-processing-time-first greedy assi
 to the lightest shard, ties broken by key and shard index), so the same listing always yields the same
 plan. The plan is written to storage before any shard runs, and an existing plan is never replaced:
 a restarted operator or a re-run of `ocrjob run` continues the plan it already made.
+
+Committed exactly once, even by two planners at the same time (two operator replicas, an operator and an
+`ocrjob run`): each attempt writes its manifests under its own random plan id, then creates `plan.json` only if
+absent. The loser reads the winner's plan and returns it, so every caller runs the same shards. Before that,
+a probe checks that the store honours create-if-absent; one that ignores it raises ConditionalWriteIgnored
+(such storage is not supported: the operator fails the job at once rather than risk two plans).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
+import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
+from typing import Any
 
 from inference_pod.job import layout, records
 from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
-from inference_pod.job.storage import Location, ObjectInfo, ObjectNotFound, Storage, parse_location
+from inference_pod.job.storage import (
+    ConditionalWriteIgnored,
+    Location,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    parse_location,
+)
+
+log = logging.getLogger("ocrjob.plan")
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
 MAX_SHARDS = 10_000
@@ -172,14 +192,15 @@ def manifest_record(job_id: str, shard: Shard, input_uri: str, output_uri: str) 
 
 
 def plan_record(
-    job_id: str, shards: list[Shard], listing: Listing, input_uri: str, output_uri: str, seconds: float
+    job_id: str, plan_id: str, shards: list[Shard], listing: Listing, input_uri: str, output_uri: str, seconds: float
 ) -> Plan:
     entries = tuple(
-        PlanShard(shard.index, len(shard.items), shard.total_bytes, layout.shard_manifest_key(job_id, shard.index))
+        PlanShard(shard.index, len(shard.items), shard.total_bytes,
+                  layout.plan_manifest_key(job_id, plan_id, shard.index))
         for shard in shards
     )
     return Plan(
-        job_id, input_uri, output_uri, records.utc_iso(), round(seconds, 3),
+        job_id, plan_id, input_uri, output_uri, records.utc_iso(), round(seconds, 3),
         item_count=sum(len(shard.items) for shard in shards), total_bytes=sum(shard.total_bytes for shard in shards),
         shards=entries, skipped=listing.skipped(),
     )
@@ -246,6 +267,49 @@ def load_plan(dest: Storage, job_id: str) -> dict | None:
     return None if plan is None else plan.to_dict()
 
 
+def manifest_key(plan: Mapping[str, Any], shard: int) -> str:
+    """The manifest key of `shard` in a stored plan (its JSON object): the plan's entry is the only record of it."""
+    for entry in plan["shards"]:
+        if entry["index"] == shard:
+            return entry["manifest"]
+    raise KeyError(f"the plan has no shard {shard}")
+
+
+def check_conditional_create(dest: Storage, job_id: str) -> None:
+    """Create one probe object twice: the second create must fail. A store that accepts it ignores If-None-Match
+    and could let two planners both commit a plan, so planning on it is refused (ConditionalWriteIgnored)."""
+    key = layout.probe_key(job_id, layout.random_id())
+    dest.create(key, b"{}")
+    try:
+        dest.create(key, b"{}")
+    except ObjectExists:
+        return
+    finally:
+        _delete_quietly(dest, [key])
+    raise ConditionalWriteIgnored(
+        f"{dest.uri} accepted a create-if-absent (PUT with If-None-Match: *) of an object that already existed: "
+        "this S3 endpoint ignores conditional writes, so it cannot guarantee that a job is planned exactly once; "
+        "such storage is not supported for planning: use an S3 store that honours If-None-Match (AWS S3, "
+        "SeaweedFS, MinIO, Ceph RGW in current versions)"
+    )
+
+
+def _delete_quietly(dest: Storage, keys: Iterable[str]) -> None:
+    """Best-effort clean-up of objects nothing reads (a lost attempt's manifests, probes)."""
+    for key in keys:
+        with contextlib.suppress(StorageError):
+            dest.delete(key)
+
+
+def _same_locations(plan: Plan, job_id: str, input_uri: str, output_uri: str) -> Plan:
+    if (plan.input, plan.output) != (input_uri, output_uri):
+        raise PlanError(
+            f"job {job_id!r} already has a plan for input {plan.input!r} and output "
+            f"{plan.output!r}; a planned job's locations cannot change — start a new job"
+        )
+    return plan
+
+
 def plan_job(
     job_id: str,
     input_uri: str,
@@ -255,16 +319,13 @@ def plan_job(
     policy: ShardingPolicy,
     input_manifest: InputManifest | None = None,
 ) -> Plan:
-    """Plan once: return the stored plan if there is one, else list, shard, write manifests, then plan.json."""
+    """Plan once: return the stored plan if there is one, else list, shard, write this attempt's manifests, then
+    create plan.json if still absent. Losing that race returns the plan that won."""
     check_locations(input_uri, output_uri)
     existing = read_plan(dest, job_id)
     if existing is not None:
-        if (existing.input, existing.output) != (input_uri, output_uri):
-            raise PlanError(
-                f"job {job_id!r} already has a plan for input {existing.input!r} and output "
-                f"{existing.output!r}; a planned job's locations cannot change — start a new job"
-            )
-        return existing
+        return _same_locations(existing, job_id, input_uri, output_uri)
+    check_conditional_create(dest, job_id)
     started = time.monotonic()
     objects = list_manifest_items(source, input_manifest) if input_manifest else source.list()
     listing = collect(objects)
@@ -274,11 +335,23 @@ def plan_job(
             f"e.g. {listing.unsupported_examples[:3]}); supported types: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
         )
     shards = plan_shards(listing.items, policy)
-    for shard in shards:
+    plan = plan_record(job_id, layout.random_id(), shards, listing, input_uri, output_uri, 0.0)
+    for shard, entry in zip(shards, plan.shards, strict=True):
         manifest = manifest_record(job_id, shard, input_uri, output_uri)
-        dest.put(layout.shard_manifest_key(job_id, shard.index), json.dumps(manifest.to_dict()).encode())
-    plan = plan_record(job_id, shards, listing, input_uri, output_uri, time.monotonic() - started)
-    dest.put(layout.plan_key(job_id), json.dumps(plan.to_dict(), indent=1).encode())
+        dest.put(entry.manifest, json.dumps(manifest.to_dict()).encode())
+    plan = replace(plan, planning_seconds=round(time.monotonic() - started, 3))
+    try:
+        dest.create(layout.plan_key(job_id), json.dumps(plan.to_dict(), indent=1).encode())
+    except ObjectExists:
+        winner = read_plan(dest, job_id)
+        if winner is None:  # only if someone deleted plan.json right after it was created
+            raise StorageError(f"{dest.uri}/{layout.plan_key(job_id)} exists but cannot be read") from None
+        if winner.plan_id == plan.plan_id:  # our own create, retried by the client after a lost answer
+            return winner
+        _delete_quietly(dest, [entry.manifest for entry in plan.shards])  # orphans: no plan points to them
+        log.info("job %s: plan %s lost the commit to plan %s, which another planner made; continuing with it",
+                 job_id, plan.plan_id, winner.plan_id)
+        return _same_locations(winner, job_id, input_uri, output_uri)
     return plan
 
 

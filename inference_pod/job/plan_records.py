@@ -1,5 +1,5 @@
-"""The planner's records: the plan (`plan.json`, with one entry per shard) and the shard manifests
-(`shards/NNNNN.json`, with their items). Never imports paddle, kubernetes or inference_pod.shard.
+"""The planner's records: the plan (`plan.json`, with its plan id and one entry per shard) and the shard manifests
+(`plans/<plan-id>/shards/NNNNN.json`, with their items). Never imports paddle, kubernetes or inference_pod.shard.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from inference_pod.job import layout
 from inference_pod.job.records import MANIFEST_SCHEMA, PLAN_SCHEMA, Fields, RecordError
 
 
@@ -88,12 +89,14 @@ class PlanShard:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A job's plan, written once before any shard runs; `skipped` says what planning left out and why."""
+    """A job's plan, committed once before any shard runs; `plan_id` names the planning attempt that won (its
+    manifests are the ones the entries point to); `skipped` says what planning left out and why."""
 
     NAME: ClassVar[str] = "plan"
     SCHEMA: ClassVar[str | None] = PLAN_SCHEMA
 
     job_id: str
+    plan_id: str
     input: str
     output: str
     created: str
@@ -113,14 +116,20 @@ class Plan:
         shards = f.each("shards", PlanShard.from_dict)
         if f.integer("shard_count") != len(shards):
             raise RecordError(cls.NAME, "shard_count", f"says {doc['shard_count']} but the plan lists {len(shards)}")
-        return cls(f.text("job_id"), f.text("input"), f.text("output"), f.text("created"),
+        plan_id = f.text("plan_id")
+        try:
+            layout.check_random_id(plan_id)
+        except ValueError as exc:
+            raise RecordError(cls.NAME, "plan_id", str(exc)) from exc
+        return cls(f.text("job_id"), plan_id, f.text("input"), f.text("output"), f.text("created"),
                    f.number("planning_seconds"), f.integer("item_count"), f.integer("total_bytes"), shards,
                    f.mapping("skipped", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": PLAN_SCHEMA, "job_id": self.job_id, "input": self.input, "output": self.output,
-            "created": self.created, "planning_seconds": self.planning_seconds, "shard_count": self.shard_count,
+            "schema": PLAN_SCHEMA, "job_id": self.job_id, "plan_id": self.plan_id, "input": self.input,
+            "output": self.output, "created": self.created, "planning_seconds": self.planning_seconds,
+            "shard_count": self.shard_count,
             "item_count": self.item_count, "total_bytes": self.total_bytes, "skipped": self.skipped,
             "shards": [shard.to_dict() for shard in self.shards],
         }

@@ -78,7 +78,8 @@ def _num(value: float) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("manifest", str, None, "The shard manifest URI (s3://.../_ocrjob/<job>/shards/NNNNN.json or a path).",
+    Setting("manifest", str, None,
+            "The shard manifest URI (s3://.../_ocrjob/<job>/plans/<plan-id>/shards/NNNNN.json or a path).",
             local=False),
     Setting("device", str, "gpu", "cpu, gpu (the one visible GPU) or gpu:N.", spec="device", local=False),
     Setting("termination_log", str, DEFAULT_TERMINATION_LOG, "Where the <= 4 KiB shard summary goes.",

@@ -3,7 +3,9 @@
 Locations are URIs: ``s3://bucket/prefix`` or a local path (``file://`` accepted). Keys handed to and
 returned by a ``Storage`` are relative to its root. Listing is paginated and streaming (a generator), so
 a million keys are never held in memory twice. Writes are atomic: one PUT on S3, write-then-rename on
-disk, so a reader never sees a half-written object.
+disk, so a reader never sees a half-written object. `create` writes only if the object is absent, atomically
+(a conditional PUT with If-None-Match: * on S3, a hard link on disk): of two racing creates exactly one wins,
+the other raises ObjectExists.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from inference_pod.job.errors import (
+    ConditionalWriteIgnored,
     CredentialsRefused,
     InvalidRequest,
+    ObjectExists,
     ObjectNotFound,
     PermissionDenied,
     StorageError,
     StorageUnavailable,
 )
 
-__all__ = ["CredentialsRefused", "InvalidRequest", "ObjectNotFound", "PermissionDenied", "StorageError",
-           "StorageUnavailable"]  # re-exported: callers may import the errors from here
+# Re-exported: callers may import the errors from here.
+__all__ = ["ConditionalWriteIgnored", "CredentialsRefused", "InvalidRequest", "ObjectExists", "ObjectNotFound",
+           "PermissionDenied", "StorageError", "StorageUnavailable"]
 
 TMP_PREFIX = ".ocrjob-tmp-"  # in-progress local writes; never listed
 # Characters a bucket name can contain at all (AWS adds length/shape rules; S3-compatible stores vary).
@@ -69,6 +74,7 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def get(self, key: str) -> bytes: ...
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None: ...
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def download_file(self, key: str, dest: Path) -> None: ...
@@ -194,6 +200,22 @@ class LocalStorage:
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         _atomic_write(self._path(key), lambda handle: handle.write(data))
 
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        # A complete temp file hard-linked to the final name: link() fails if the name exists, so a reader sees
+        # nothing or the whole object, and of two racing creates exactly one gets the name.
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise ObjectExists(f"{path} already exists") from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -283,6 +305,15 @@ class S3Storage:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
         except Exception as exc:
             raise _explain(exc, f"writing s3://{self.bucket}/{self._key(key)}") from exc
+
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        # If-None-Match: * makes the PUT conditional on the key being absent (412, or 409 for a racing
+        # conditional PUT). Stores that ignore the header are caught by the planner's probe.
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
+                                    IfNoneMatch="*")
+        except Exception as exc:
+            raise _explain(exc, f"creating s3://{self.bucket}/{self._key(key)}") from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -400,6 +431,8 @@ def _explain(exc: Exception, doing: str) -> StorageError:
     if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
         return PermissionDenied(f"{doing}: S3 denied access ({code or status}): the credentials are not allowed to "
                                 "do this; check the bucket policy and the key's permissions")
+    if code in _EXISTS_CODES or status == 412:
+        return ObjectExists(f"{doing}: the object already exists ({code or status})")
     if code == "NoSuchBucket":
         return InvalidRequest(f"{doing}: the bucket does not exist: create it or fix the location")
     if isinstance(exc, BotoConnectionError) or name in ("ConnectionClosedError", "EndpointConnectionError"):
@@ -418,5 +451,7 @@ def _explain(exc: Exception, doing: str) -> StorageError:
 
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                                "TokenRefreshRequired", "AuthorizationHeaderMalformed"})
+# A conditional create that lost: 412 when the object exists, 409 when another conditional write is in flight.
+_EXISTS_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                                "ServiceUnavailable", "InternalError", "RequestTimeout"})

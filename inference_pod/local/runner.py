@@ -121,6 +121,7 @@ def run_local(
     ctx = multiprocessing.get_context("spawn")
     progress_q = ctx.Queue()
     waiting = [shard.index for shard in plan.shards]
+    manifests = {shard.index: shard.manifest for shard in plan.shards}  # the plan's entry names each manifest
     running: dict[str, tuple[int, Any]] = {}  # slot id → (shard, process)
     codes: dict[int, int] = {}
     interrupted = False
@@ -147,7 +148,7 @@ def run_local(
                     if key in running or not waiting or interrupted:
                         continue
                     shard = waiting.pop(0)
-                    manifest_uri = f"{dest.uri.rstrip('/')}/{layout.shard_manifest_key(job_id, shard)}"
+                    manifest_uri = f"{dest.uri.rstrip('/')}/{manifests[shard]}"
                     config = replace(base_config, manifest=manifest_uri, device=device, termination_log=None)
                     proc = ctx.Process(
                         target=_slot_main, name=f"ocrjob-slot-{slot_id}",

@@ -16,7 +16,7 @@ from inference_pod.shard.engine import OcrOptions
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    manifest: str  # URI of the shard manifest, e.g. s3://bucket/out/_ocrjob/<job>/shards/00003.json
+    manifest: str  # URI of the shard manifest, e.g. s3://bucket/out/_ocrjob/<job>/plans/<plan-id>/shards/00003.json
     models: ModelSource
     device: str = "cpu"  # cpu | gpu | gpu:N
     workers_per_device: int = settings.default("workers_per_device")

@@ -19,7 +19,14 @@ from typing import Any
 
 from inference_pod.job import layout
 from inference_pod.job.errors import StorageError
-from inference_pod.job.plan import PlanError, ShardingPolicy, load_plan, make_plan, parse_input_manifest
+from inference_pod.job.plan import (
+    PlanError,
+    ShardingPolicy,
+    load_plan,
+    make_plan,
+    manifest_key,
+    parse_input_manifest,
+)
 from inference_pod.job.summary import write_job_summary
 from ocrjob_operator import finish, metrics
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
@@ -161,7 +168,7 @@ class Controller:
         location = storage.uri(layout.plan_key(meta["uid"]))
         self.emit(job, "Normal", "Planned",
                   f"planned {plan['shard_count']} shards ({plan['item_count']} items, {plan['total_bytes']} bytes) "
-                  f"in {plan.get('planning_seconds', round(seconds, 3))}s; plan at {location}")
+                  f"in {plan.get('planning_seconds', round(seconds, 3))}s; plan {plan['plan_id']} at {location}")
         skipped = (plan.get("skipped") or {}).get("unsupported") or {}
         if skipped.get("count"):
             self.emit(job, "Normal", "UnsupportedSkipped",
@@ -218,6 +225,13 @@ class Controller:
         if memo.plan is None:
             return self._fail_planned(job, spec, None, "PlanLost",
                                       f"the plan {status.get('planLocation')} no longer exists; create a new OcrJob")
+        recorded = status.get("planId")
+        if recorded and memo.plan.get("plan_id") != recorded:  # only on storage that ignored the conditional create
+            return self._fail_planned(
+                job, spec, storage, "PlanConflict",
+                f"the plan {status.get('planLocation')} has plan id {memo.plan.get('plan_id')}, but the job was "
+                f"started on plan {recorded}: the plan was replaced (the storage did not honour the conditional "
+                "create), so shards may have run on two different plans; create a new OcrJob")
         now, mono = self.clock(), self.monotonic()
         seen = observe(memo.plan, self.kube.list_job_pods(ns, uid), spec, storage, uid, memo.expectations,
                        memo.stalls, memo.succeeded_in_storage, now, mono, memo.history)
@@ -269,7 +283,7 @@ class Controller:
         memo = self.memo(uid)
         for shard, attempt in decision.create:
             state = states[shard]
-            manifest = manifest_uri(spec.output_uri, layout.shard_manifest_key(uid, shard))
+            manifest = manifest_uri(spec.output_uri, manifest_key(memo.plan or {}, shard))
             body = build_pod(ref, spec, shard, attempt, manifest)
             try:
                 created = self.kube.create_pod(body)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_pod.job.errors import CredentialsRefused, InvalidRequest, ObjectNotFound, PermissionDenied, StorageError
+from inference_pod.job.errors import (
+    ConditionalWriteIgnored,
+    CredentialsRefused,
+    InvalidRequest,
+    ObjectNotFound,
+    PermissionDenied,
+    StorageError,
+)
 from ocrjob_operator.storage import CredentialsError
 
 
@@ -25,6 +32,9 @@ def to_storage_failure(exc: StorageError | CredentialsError) -> Reaction:
     if isinstance(exc, PermissionDenied):
         return Reaction(True, "AccessDenied", "grant the job's credentials access to spec.input and spec.output, or "
                                               "name other credentials in spec.s3.credentialsSecret")
+    if isinstance(exc, ConditionalWriteIgnored):  # before InvalidRequest, its base: the store, not the location
+        return Reaction(True, "ConditionalWriteUnsupported", "use an S3 endpoint that honours conditional writes "
+                                                             "(If-None-Match) for spec.output, and create a new OcrJob")
     if isinstance(exc, InvalidRequest):
         return Reaction(True, "InvalidLocation", "fix spec.input / spec.output (or create the bucket) and create a "
                                                  "new OcrJob")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout
+from inference_pod.job.plan import manifest_key
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from tests.e2e.conftest import Env
@@ -182,7 +183,8 @@ def test_input_error_shard_is_not_retried_and_suspend_resumes(env: Env) -> None:
     time.sleep(3)
     assert env.pods.created == []
     uid = env.jobs.get("badinput")["metadata"]["uid"]
-    env.put(f"out/{layout.shard_manifest_key(uid, 1)}", b"{ this is not a shard manifest")
+    plan = env.result(f"out/{layout.plan_key(uid)}")
+    env.put(f"out/{manifest_key(plan, 1)}", b"{ this is not a shard manifest")
     env.jobs.patch("badinput", {"spec": {"suspend": False}})
     status = wait_phase(env, "badinput", "Failed", timeout=180)
     assert sorted(env.pods.created) == ["badinput-s0-a0", "badinput-s1-a0"]  # shard 1 was not retried

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from inference_pod.job import exit_codes, layout
-from inference_pod.job.plan import ShardingPolicy, make_plan
+from inference_pod.job.plan import ShardingPolicy, make_plan, manifest_key
 from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
 from inference_pod.local.samples import generate_corpus, render_page
 from inference_pod.models import ModelSource
@@ -90,10 +90,10 @@ def test_shard_recognises_words_and_turns_bad_files_into_error_records(tmp_path,
     fax = [render_page([word], size=(600, 300)) for word in reversed(pdf_words)]
     fax[0].save(src / "fax.tiff", save_all=True, append_images=fax[1:])
     bad = bad_inputs(src / "bad")
-    plan_local(src, out, "job-one")
+    plan = plan_local(src, out, "job-one")
     termination = tmp_path / "termination-log"
     code, summary = run_shard(
-        make_config(ocr_models, str(out / layout.shard_manifest_key("job-one", 0)), termination_log=str(termination))
+        make_config(ocr_models, str(out / manifest_key(plan, 0)), termination_log=str(termination))
     )
     assert code == exit_codes.SUCCEEDED, summary["message"]
     assert summary["items"]["ok"] == 5 and summary["items"]["failed"] == len(bad)
@@ -120,8 +120,8 @@ def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models)
     src, out = tmp_path / "in", tmp_path / "out"
     generate_corpus(src, 10, seed=9)
     (src / "aaa-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # sorted first: done before the stop
-    plan_local(src, out, "job-resume")
-    manifest = str(out / layout.shard_manifest_key("job-resume", 0))
+    plan = plan_local(src, out, "job-resume")
+    manifest = str(out / manifest_key(plan, 0))
     termination = tmp_path / "term"
     env = {**os.environ, "OCRJOB_TERMINATION_LOG": str(termination)}
     args = [sys.executable, "-m", "inference_pod", "--manifest", manifest, "--device", "cpu",
@@ -166,9 +166,9 @@ def test_two_workers_per_device_are_spawned_while_the_parent_has_paddle_imported
     assert "paddle" in sys.modules
     src, out = tmp_path / "in", tmp_path / "out"
     expected = generate_corpus(src, 4, seed=3)
-    plan_local(src, out, "job-two")
+    plan = plan_local(src, out, "job-two")
     code, summary = run_shard(
-        make_config(ocr_models, str(out / layout.shard_manifest_key("job-two", 0)), workers_per_device=2,
+        make_config(ocr_models, str(out / manifest_key(plan, 0)), workers_per_device=2,
                     download_threads=2)
     )
     assert code == exit_codes.SUCCEEDED, summary["message"]
@@ -180,8 +180,8 @@ def test_two_workers_per_device_are_spawned_while_the_parent_has_paddle_imported
 def test_gpu_requested_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, ocr_models) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     generate_corpus(src, 1, seed=1)
-    plan_local(src, out, "job-gpu")
-    manifest = str(out / layout.shard_manifest_key("job-gpu", 0))
+    plan = plan_local(src, out, "job-gpu")
+    manifest = str(out / manifest_key(plan, 0))
     for visible, phrase in ((None, "no CUDA support"), ("", "hides every GPU"), ("0,1", "exactly one visible GPU")):
         env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")}
         if visible is not None:
@@ -218,8 +218,8 @@ def test_shard_reads_and_writes_s3(s3_server, s3_bucket, s3_environ, ocr_models,
     settings = S3Settings(endpoint_url=s3_server.endpoint, region="us-east-1")
     source = open_storage(f"s3://{s3_bucket}/docs/in", settings)
     dest = open_storage(f"s3://{s3_bucket}/docs/out", settings)
-    make_plan("job-s3", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
-    manifest = f"{dest.uri}/{layout.shard_manifest_key('job-s3', 0)}"
+    plan = make_plan("job-s3", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
+    manifest = f"{dest.uri}/{manifest_key(plan, 0)}"
     config = replace(make_config(ocr_models, manifest, s3=settings), models=s3_models,
                      model_cache_dir=tmp_path / "model-cache")
     code, summary = run_shard(config)
@@ -263,8 +263,8 @@ def test_a_shard_that_cannot_write_its_summary_fails_and_its_results_stay(s3_ser
     settings = S3Settings(endpoint_url=s3_server.endpoint, region="us-east-1")
     source = open_storage(f"s3://{s3_bucket}/docs/in", settings)
     dest = open_storage(f"s3://{s3_bucket}/docs/out", settings)
-    make_plan("job-lost", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
-    config = make_config(ocr_models, f"{dest.uri}/{layout.shard_manifest_key('job-lost', 0)}", s3=settings,
+    plan = make_plan("job-lost", source.uri, dest.uri, source, dest, ShardingPolicy(shard_count=1))
+    config = make_config(ocr_models, f"{dest.uri}/{manifest_key(plan, 0)}", s3=settings,
                          termination_log=str(tmp_path / "term"))
     summaries = f"/buckets/{s3_bucket}/docs/out/{layout.job_dir('job-lost')}/summaries/"
     filer_read_only(s3_server, [summaries])
@@ -272,10 +272,11 @@ def test_a_shard_that_cannot_write_its_summary_fails_and_its_results_stay(s3_ser
         code, summary = run_shard(config)
     finally:
         filer_read_only(s3_server, [])
-    assert code == exit_codes.for_storage_error(StorageUnavailable("")) == exit_codes.SYSTEMIC, summary["message"]
+    expected = exit_codes.for_storage_error(StorageUnavailable(""))
+    assert code == expected == exit_codes.STORAGE_UNAVAILABLE, summary["message"]
     assert summary["status"] == "failed" and "shard summary could not be written" in summary["message"]
     term = json.loads((tmp_path / "term").read_text())
-    assert (term["status"], term["exit_code"]) == ("failed", exit_codes.SYSTEMIC)
+    assert (term["status"], term["exit_code"]) == ("failed", exit_codes.STORAGE_UNAVAILABLE)
     assert not dest.exists(layout.shard_summary_key("job-lost", 0))
     results = {key: json.loads(dest.get(key))["status"] for key in ("p0.png.json", "p1.png.json", "broken.pdf.json")}
     assert results == {"p0.png.json": "ok", "p1.png.json": "ok", "broken.pdf.json": "error"}

@@ -15,8 +15,10 @@ import pytest
 
 from inference_pod.job import exit_codes
 from inference_pod.job.errors import CredentialsRefused, InvalidRequest
+from inference_pod.job.plan import check_conditional_create
 from inference_pod.job.storage import (
     TMP_PREFIX,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     S3Settings,
@@ -60,6 +62,34 @@ def test_roundtrip(store: S3Storage, s3_server: SeaweedFS, s3_bucket: str, tmp_p
     store.delete("a/b.json")  # idempotent, as S3 is
     with pytest.raises(ObjectNotFound):
         store.get("a/b.json")
+
+
+@pytest.mark.s3
+def test_create_writes_only_if_absent(store: S3Storage, s3_server: SeaweedFS, s3_bucket: str) -> None:
+    store.create("job/plan.json", b"first")
+    with pytest.raises(ObjectExists, match="in/job/plan.json") as info:  # SeaweedFS answers If-None-Match with 412
+        store.create("job/plan.json", b"second")
+    assert isinstance(info.value, StorageError)
+    assert store.get("job/plan.json") == b"first"
+    raw = s3_server.client().get_object(Bucket=s3_bucket, Key="in/job/plan.json")
+    assert raw["ContentType"] == "application/json"
+    check_conditional_create(store, "job")  # the planner's probe passes on this store and cleans up after itself
+    assert [o.key for o in store.list("_ocrjob/")] == []
+
+
+@pytest.mark.s3
+def test_of_racing_creates_exactly_one_wins(store: S3Storage) -> None:
+    def create(n: int) -> int | None:
+        try:
+            store.create("race/plan.json", f"writer-{n}".encode())
+            return n
+        except ObjectExists:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        winners = [n for n in pool.map(create, range(8)) if n is not None]
+    assert len(winners) == 1
+    assert store.get("race/plan.json") == f"writer-{winners[0]}".encode()
 
 
 @pytest.mark.s3

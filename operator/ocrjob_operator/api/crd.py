@@ -270,6 +270,8 @@ def _status_schema() -> Schema:
                        "x-kubernetes-list-map-keys": ["type"]},
         "planLocation": string("The plan (s3://.../_ocrjob/<uid>/plan.json); set before any pod exists. Once set, "
                                "the job is never re-planned."),
+        "planId": string("The id of the committed plan (plan.json's plan_id); a stored plan with another id fails "
+                         "the job (PlanConflict)."),
         "summaryLocation": string("The job summary (s3://.../_ocrjob/<uid>/summary.json, with index.json next to "
                                   "it), written when the job finished."),
         "planningAttempts": count("Planning attempts that failed on storage errors (bounded)."),

@@ -44,11 +44,13 @@ class Output:
         self.storage.put(key, json.dumps(doc).encode())
 
     def plan(self, shards: dict[int, list[str]]) -> None:
-        self.put(layout.plan_key(UID), {"job_id": UID, "shard_count": len(shards), "shards": [
-            {"index": i, "items": len(keys), "manifest": layout.shard_manifest_key(UID, i)} for i, keys in
+        plan_id = layout.random_id()  # the manifests are found through the plan's entries, wherever they are
+        self.put(layout.plan_key(UID), {"job_id": UID, "plan_id": plan_id, "shard_count": len(shards), "shards": [
+            {"index": i, "items": len(keys), "manifest": layout.plan_manifest_key(UID, plan_id, i)} for i, keys in
             shards.items()]})
         for i, keys in shards.items():
-            self.put(layout.shard_manifest_key(UID, i), {"items": [{"key": k, "size": 1, "etag": "e"} for k in keys]})
+            self.put(layout.plan_manifest_key(UID, plan_id, i),
+                     {"items": [{"key": k, "size": 1, "etag": "e"} for k in keys]})
         self.put(layout.job_index_key(UID), {"results": [{"source": k, "result": layout.result_key(k), "shard": i}
                                                          for i, keys in shards.items() for k in keys]})
 

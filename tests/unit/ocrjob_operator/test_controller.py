@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout
+from inference_pod.job.plan import load_plan, manifest_key
 from inference_pod.job.plan_records import Item
 from inference_pod.job.records import encode
 from inference_pod.job.result_record import ResultContext
@@ -18,7 +19,7 @@ from inference_pod.job.storage import LocalStorage, ObjectNotFound
 from inference_pod.shard.results import ok_record
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
 from ocrjob_operator.api.fields import default
-from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, LABEL_JOB_UID, pod_name
+from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, ANNOTATION_MANIFEST, LABEL_JOB_UID, pod_name
 from ocrjob_operator.controller import Controller, JobMemo
 
 UID = "11111111-2222-3333-4444-555555555555"
@@ -426,7 +427,7 @@ def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None
     ctl = controller()
     ctl.reconcile("ns", "job")
     ctl.reconcile("ns", "job")
-    storage.dest.put(layout.shard_manifest_key(UID, 1), b"{ not json")
+    storage.dest.put(manifest_key(load_plan(storage.dest, UID) or {}, 1), b"{ not json")
     kube.finish(pod_name("job", 1, 0), 65)
     kube.finish(pod_name("job", 0, 0), 0, {"ok": 4})
     write_summary(storage, 0, 4)
@@ -527,3 +528,22 @@ def test_a_rejected_pod_fails_the_job_and_a_full_namespace_waits(world, error: K
         assert error.message in status["message"]
     else:
         assert status["phase"] != "Failed" and f"cannot create pods yet: {error.message}" in status["message"]
+
+
+def test_the_plan_id_is_recorded_and_a_replaced_plan_fails_the_job(world) -> None:
+    kube, storage, events, _clock, controller = world(sharding={"shardCount": 2}, parallelism=2)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    plan = load_plan(storage.dest, UID) or {}
+    assert kube.job["status"]["planId"] == plan["plan_id"]
+    ctl.reconcile("ns", "job")
+    manifests = {p["metadata"]["annotations"][ANNOTATION_MANIFEST] for p in kube.pods.values()}
+    assert manifests == {f"s3://bucket/out/{manifest_key(plan, i)}" for i in range(2)}  # the plan's own manifests
+    # Storage that ignored the conditional create let another planner replace plan.json.
+    storage.dest.put(layout.plan_key(UID), json.dumps({**plan, "plan_id": layout.random_id()}).encode())
+    controller().reconcile("ns", "job")  # a restarted (or second) operator reads the stored plan
+    status = kube.job["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PlanConflict" and plan["plan_id"] in status["message"]
+    assert "PlanConflict" in reasons(events) and kube.pods == {}

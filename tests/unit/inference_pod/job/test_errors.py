@@ -14,8 +14,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from inference_pod.job import exit_codes
 from inference_pod.job.errors import (
+    ConditionalWriteIgnored,
     CredentialsRefused,
     InvalidRequest,
+    ObjectExists,
     PermissionDenied,
     StorageError,
     StorageUnavailable,
@@ -42,6 +44,9 @@ def client_error(code: str, status: int) -> ClientError:
     (client_error("AccessDenied", 403), PermissionDenied, exit_codes.CREDENTIALS),
     (client_error("NoSuchBucket", 404), InvalidRequest, exit_codes.INPUT_ERROR),
     (client_error("InvalidBucketName", 400), InvalidRequest, exit_codes.INPUT_ERROR),
+    (client_error("PreconditionFailed", 412), ObjectExists, exit_codes.SYSTEMIC),  # a lost create-if-absent
+    (client_error("ConditionalRequestConflict", 409), ObjectExists, exit_codes.SYSTEMIC),
+    (client_error("", 412), ObjectExists, exit_codes.SYSTEMIC),
 ])
 def test_each_failure_has_a_type_and_one_exit_code(exc: Exception, kind: type, code: int) -> None:
     typed = _explain(exc, DOING)
@@ -86,3 +91,12 @@ def test_the_operator_retries_a_transient_failure_and_fails_fast_on_refusal() ->
     assert refused.fail_job and refused.reason == "CredentialsRefused"
     assert to_storage_failure(PermissionDenied("AccessDenied")).fail_job
     assert to_storage_failure(InvalidRequest("no such bucket")).reason == "InvalidLocation"
+
+
+def test_a_store_that_ignores_conditional_writes_fails_the_job_at_once() -> None:
+    from ocrjob_operator.reactions import to_storage_failure
+
+    typed = ConditionalWriteIgnored("s3://b/out accepted a create of an existing object")
+    reaction = to_storage_failure(typed)
+    assert reaction.fail_job and reaction.reason == "ConditionalWriteUnsupported"
+    assert exit_codes.for_storage_error(typed) == exit_codes.INPUT_ERROR

@@ -14,10 +14,14 @@ from inference_pod.job.plan import (
     collect,
     load_plan,
     make_plan,
+    manifest_key,
     parse_input_manifest,
+    plan_job,
     plan_shards,
+    read_plan,
 )
-from inference_pod.job.storage import LocalStorage, ObjectInfo
+from inference_pod.job.records import RecordError
+from inference_pod.job.storage import ConditionalWriteIgnored, LocalStorage, ObjectInfo
 
 
 def items(sizes: list[int]) -> list[Item]:
@@ -87,7 +91,10 @@ def test_collect_filters_types_and_reports_what_it_left_out() -> None:
 
 def test_result_key_mapping() -> None:
     assert layout.result_key("scans/2024/a.pdf") == "scans/2024/a.pdf.json"
-    assert layout.shard_manifest_key("job-1", 3) == "_ocrjob/job-1/shards/00003.json"
+    assert layout.plan_manifest_key("job-1", "00000000000000ff", 3) == \
+        "_ocrjob/job-1/plans/00000000000000ff/shards/00003.json"
+    with pytest.raises(ValueError, match="plan id"):
+        layout.plan_manifest_key("job-1", "../x", 3)
     with pytest.raises(ValueError, match="path segment"):
         layout.job_dir("../evil")
 
@@ -140,7 +147,8 @@ def test_plan_is_written_once_and_reused(tmp_path) -> None:
     plan = make_plan("job-a", str(src), str(out), source, dest, ShardingPolicy(shard_count=2))
     assert plan["shard_count"] == 2 and plan["item_count"] == 6
     assert plan["skipped"]["unsupported"]["count"] == 1
-    manifest = json.loads(dest.get(layout.shard_manifest_key("job-a", 0)))
+    assert plan["shards"][0]["manifest"] == layout.plan_manifest_key("job-a", plan["plan_id"], 0)
+    manifest = json.loads(dest.get(manifest_key(plan, 0)))
     assert manifest["input"] == str(src) and manifest["items"]
     # New files after planning do not change a planned job.
     (src / "late.png").write_bytes(b"late")
@@ -148,6 +156,104 @@ def test_plan_is_written_once_and_reused(tmp_path) -> None:
     assert again == plan == load_plan(dest, "job-a")
     with pytest.raises(PlanError, match="cannot change"):
         make_plan("job-a", str(src), str(tmp_path / "other"), source, dest, ShardingPolicy())
+
+
+class RivalFirst(LocalStorage):
+    """The output of a planner that is overtaken: just before it commits plan.json, `rival` (another planner on the
+    same output) runs to completion. Only the order of real storage calls is arranged; nothing is faked."""
+
+    def __init__(self, root, rival) -> None:
+        super().__init__(root)
+        self.rival, self.rival_plan = rival, None
+
+    def _before_commit(self, key: str) -> None:
+        if key == layout.plan_key("job-r") and self.rival is not None:
+            rival, self.rival = self.rival, None
+            self.rival_plan = rival()
+
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self._before_commit(key)
+        super().create(key, data, content_type)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self._before_commit(key)  # the same race for a planner that commits with a plain write
+        super().put(key, data, content_type)
+
+
+def test_two_racing_planners_commit_one_plan_and_both_return_it(tmp_path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(6):
+        (src / f"early-{i}.png").write_bytes(b"x" * (i + 1))
+    source, policy = LocalStorage(src), ShardingPolicy(shard_count=2)
+
+    def rival():  # lists later, when more input has arrived
+        for i in range(3):
+            (src / f"late-{i}.png").write_bytes(b"y" * (i + 10))
+        return plan_job("job-r", str(src), str(out), source, LocalStorage(out), policy)
+
+    first_dest = RivalFirst(out, rival)
+    first = plan_job("job-r", str(src), str(out), source, first_dest, policy)
+    second = first_dest.rival_plan
+    stored = read_plan(LocalStorage(out), "job-r")
+    assert second is not None and first == second == stored  # one plan: the one committed first
+    assert stored.item_count == 9
+    # Every listed key is in exactly one manifest of the committed plan; the loser's manifests are gone.
+    keys = [item["key"] for entry in stored.shards
+            for item in json.loads(LocalStorage(out).get(entry.manifest))["items"]]
+    assert sorted(keys) == sorted(p.name for p in src.iterdir())
+    bookkeeping = sorted(o.key for o in LocalStorage(out).list(layout.job_dir("job-r") + "/"))
+    assert bookkeeping == sorted([layout.plan_key("job-r"), *(entry.manifest for entry in stored.shards)])
+
+
+class AnswerLost(LocalStorage):
+    """The commit succeeds but its answer is lost; the client's retry is then refused as existing (412)."""
+
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        super().create(key, data, content_type)
+        if key == layout.plan_key("j"):
+            super().create(key, data, content_type)
+
+
+def test_a_retried_commit_that_finds_its_own_plan_keeps_it(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"png")
+    dest = AnswerLost(tmp_path / "out")
+    plan = plan_job("j", str(tmp_path / "in"), str(tmp_path / "out"), LocalStorage(tmp_path / "in"), dest,
+                    ShardingPolicy())
+    assert plan == read_plan(dest, "j") and dest.exists(plan.shards[0].manifest)  # its manifests are not orphans
+
+
+class IgnoresConditions(LocalStorage):
+    """A store like an S3-compatible endpoint that ignores If-None-Match: a create overwrites."""
+
+    def create(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.put(key, data, content_type)
+
+
+def test_a_store_that_ignores_create_if_absent_is_refused_before_planning(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"png")
+    dest = IgnoresConditions(tmp_path / "out")
+    with pytest.raises(ConditionalWriteIgnored, match=f"{dest.uri}.*ignores conditional writes.*not supported"):
+        plan_job("j", str(tmp_path / "in"), str(tmp_path / "out"), LocalStorage(tmp_path / "in"), dest,
+                 ShardingPolicy())
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []  # no plan, no manifest, no probe
+
+
+def test_a_plan_records_a_valid_plan_id(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"png")
+    dest = LocalStorage(tmp_path / "out")
+    plan = make_plan("j", str(tmp_path / "in"), str(tmp_path / "out"), LocalStorage(tmp_path / "in"), dest,
+                     ShardingPolicy())
+    assert layout.check_random_id(plan["plan_id"]) == plan["plan_id"]
+    dest.put(layout.plan_key("j"), json.dumps({**plan, "plan_id": "../../x"}).encode())
+    with pytest.raises(RecordError, match="plan_id"):
+        read_plan(dest, "j")
+    dest.put(layout.plan_key("j"), json.dumps({k: v for k, v in plan.items() if k != "plan_id"}).encode())
+    with pytest.raises(RecordError, match="plan_id.*missing"):
+        read_plan(dest, "j")
 
 
 def test_empty_input_is_a_clear_error(tmp_path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from inference_pod.job import layout, records
 from inference_pod.job.errors import ObjectNotFound, PermissionDenied, StorageUnavailable
-from inference_pod.job.plan import ShardingPolicy, load_plan, make_plan, read_plan
+from inference_pod.job.plan import ShardingPolicy, load_plan, make_plan, manifest_key, read_plan
 from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
 from inference_pod.job.records import RecordError, encode
 from inference_pod.job.result_record import Line, Page, ResultContext, ResultError, ResultRecord, Source
@@ -30,8 +30,9 @@ OK = ResultRecord("ok", SOURCE, ResultContext("j", 3, {"det": "d"}, {"kind": "cp
 ERROR = ResultRecord("error", SOURCE, ResultContext("j", 3), "2026-01-01T00:00:00Z",
                      error=ResultError("corrupt", "bad bytes"))
 MANIFEST = Manifest("j", 3, "s3://b/in", "s3://b/out", (Item("a.pdf", 123, "e1"), Item("b.png", 7)))
-PLAN = Plan("j", "s3://b/in", "s3://b/out", "2026-01-01T00:00:00Z", 0.25, 2, 130,
-            (PlanShard(0, 1, 123, layout.shard_manifest_key("j", 0)), PlanShard(1, 1, 7, "m1")),
+PLAN_ID = "0123456789abcdef"
+PLAN = Plan("j", PLAN_ID, "s3://b/in", "s3://b/out", "2026-01-01T00:00:00Z", 0.25, 2, 130,
+            (PlanShard(0, 1, 123, layout.plan_manifest_key("j", PLAN_ID, 0)), PlanShard(1, 1, 7, "m1")),
             {"unsupported": {"count": 1, "examples": ["x.txt"]}})
 HEARTBEAT = Heartbeat("j", 3, "running", COUNTS, 100.0, 160.5, "2026-01-01T00:01:00Z", "host-a", CONTEXT)
 SUMMARY = ShardSummary("succeeded", 0, "processed 10 items", COUNTS,
@@ -179,7 +180,7 @@ def test_a_damaged_plan_is_never_replaced_by_a_new_one(tmp_path) -> None:
     source, dest = LocalStorage(tmp_path / "in"), LocalStorage(tmp_path / "out")
     plan = make_plan("j", str(tmp_path / "in"), str(tmp_path / "out"), source, dest, ShardingPolicy())
     assert load_plan(dest, "j") == plan and read_plan(dest, "j") == Plan.from_dict(plan)
-    manifest = records.load(dest, layout.shard_manifest_key("j", 0), Manifest)
+    manifest = records.load(dest, manifest_key(plan, 0), Manifest)
     assert [(item.key, item.size) for item in manifest.items] == [("a.png", 3)] and manifest.total_bytes == 3
     dest.put(layout.plan_key("j"), b"{")
     with pytest.raises(RecordError):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from inference_pod.job import storage as storage_mod
-from inference_pod.job.storage import TMP_PREFIX, LocalStorage, ObjectInfo, ObjectNotFound, StorageError
+from inference_pod.job.storage import TMP_PREFIX, LocalStorage, ObjectExists, ObjectInfo, ObjectNotFound, StorageError
 
 
 @pytest.fixture
@@ -221,3 +221,37 @@ def test_etag_changes_when_content_changes(store: LocalStorage) -> None:
     first = next(store.list()).etag
     store.put("x.json", b"22")
     assert next(store.list()).etag != first
+
+
+def test_create_writes_only_if_absent(store: LocalStorage) -> None:
+    store.create("a/plan.json", b"first")
+    assert store.get("a/plan.json") == b"first"
+    with pytest.raises(ObjectExists, match="already exists") as info:
+        store.create("a/plan.json", b"second")
+    assert isinstance(info.value, StorageError)
+    assert store.get("a/plan.json") == b"first"  # never overwritten
+    store.put("b.json", b"put")
+    with pytest.raises(ObjectExists):
+        store.create("b.json", b"create")
+    assert store.get("b.json") == b"put" and _tmp_files(store.root) == []
+    assert stat.S_IMODE(os.stat(store.root / "a" / "plan.json").st_mode) == 0o666 & ~storage_mod._UMASK
+
+
+def test_of_racing_creates_exactly_one_wins(store: LocalStorage) -> None:
+    barrier, won, lost = threading.Barrier(8), [], []
+
+    def create(n: int) -> None:
+        barrier.wait()
+        try:
+            store.create("plan.json", f"writer-{n}".encode())
+            won.append(n)
+        except ObjectExists:
+            lost.append(n)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(lost) == 7
+    assert store.get("plan.json") == f"writer-{won[0]}".encode() and _tmp_files(store.root) == []

@@ -14,10 +14,12 @@ from inference_pod.job.stored_counts import StoredShard, count_shard, count_stor
 from inference_pod.job.summary import NO_SUMMARY, build_job_summary, write_job_summary
 from inference_pod.shard import results
 
+PLAN_ID = "0123456789abcdef"
+
 
 def plan_of(*sizes: int) -> Plan:
-    shards = tuple(PlanShard(i, n, 0, layout.shard_manifest_key("j", i)) for i, n in enumerate(sizes))
-    return Plan("j", "in", "out", "2026-01-01T00:00:00Z", 0.1, sum(sizes), 0, shards)
+    shards = tuple(PlanShard(i, n, 0, layout.plan_manifest_key("j", PLAN_ID, i)) for i, n in enumerate(sizes))
+    return Plan("j", PLAN_ID, "in", "out", "2026-01-01T00:00:00Z", 0.1, sum(sizes), 0, shards)
 
 
 def summary(status: str = "succeeded", errors: tuple[dict, ...] = (), **items: int) -> ShardSummary:
