@@ -11,7 +11,7 @@ export OCRJOB_MODELS_DIR := $(MODELS_DIR)
 # Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
 export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
 
-.PHONY: demo test setup models control-plane cluster-up cluster-down bench lint clean
+.PHONY: demo test setup models control-plane images cluster-up cluster-down bench lint clean
 
 demo: setup models
 	$(VENV)/bin/ocrjob demo
@@ -35,6 +35,11 @@ models: setup
 
 control-plane:
 	bash scripts/build-control-plane.sh >/dev/null
+
+# Container images (pause, base, python-base, operator, inference-cpu) without a Docker daemon: debootstrap +
+# buildah, cached under $(OCRJOB_CACHE)/images by content. IMAGES= picks some; prints NAME REF ARCHIVE.
+images: setup
+	$(PY) -m tests.support.images build $(IMAGES)
 
 cluster-up: setup control-plane models
 	$(PY) -m tests.support.cluster up
