@@ -75,7 +75,7 @@ def test_archive_is_a_valid_oci_image_named_by_its_ref(built: dict[str, BuiltIma
 
 def test_builds_leave_no_working_containers(built: dict[str, BuiltImage]) -> None:
     ours = {img.ref for img in built.values()}
-    listed = json.loads(buildah.run("containers", "--json") or "[]")
+    listed = json.loads(buildah.run("containers", "--json") or "null") or []
     assert not [c for c in listed if c.get("imagename") in ours]
 
 

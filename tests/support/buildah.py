@@ -105,7 +105,7 @@ def remove_image(ref: str) -> None:
 
 def images_named(repository: str) -> list[str]:
     """Every tag of `repository` in the store, as full references."""
-    listed = json.loads(run("images", "--json") or "[]")
+    listed = json.loads(run("images", "--json") or "null") or []  # "null" when the store is empty
     return [n for image in listed for n in image.get("names") or [] if n.rsplit(":", 1)[0] == repository]
 
 
