@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +145,36 @@ def test_cpu_inference_image_defaults(unpacked: dict[str, tuple[OciImage, Path]]
     assert (models / ".ocrjob-bundle.json").is_file()
     listed = subprocess.run(["find", str(models), "!", "-perm", "-a+r"], capture_output=True, text=True, check=True)
     assert not listed.stdout.strip()
+
+
+def test_concurrent_builders_build_once_then_stale_entries_are_pruned(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a private cache (and store): two processes ask for pause at once; one builds, both get it."""
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("OCRJOB_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "operator")])}
+    argv = [sys.executable, "-m", "tests.support.images", "build", "pause"]
+    try:
+        procs = [subprocess.Popen(argv, env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert outs[0][0] == outs[1][0] and len(outs[0][0].split()) == 3
+        assert sum("pause: built" in err for _, err in outs) == 1
+        image = ensure("pause")
+        assert outs[0][0].split() == [image.name, image.ref, str(image.archive)]
+
+        stale_tag = image.ref.rsplit(":", 1)[0] + ":000000000000"
+        buildah.run("tag", image.ref, stale_tag)
+        stale = image.archive.with_name("pause-000000000000.oci.tar")
+        stale.write_bytes(b"")
+        dead_builder = image.archive.with_name(f".{image.archive.name}.tmp-{2**22 + 1}")  # above pid_max's default
+        dead_builder.write_bytes(b"")
+        neighbour = image.archive.with_name("pause-x-000000000000.oci.tar")  # another image's name, kept
+        neighbour.write_bytes(b"")
+        image.archive.unlink()
+        assert ensure("pause") == image and image.archive.is_file()
+        assert not stale.exists() and not dead_builder.exists() and neighbour.exists()
+        assert buildah.images_named(image.ref.rsplit(":", 1)[0]) == [image.ref]
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path / "cache")], check=False)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ BUILD_HOMES = ("/root", "/tmp")
 _STEP_TIMEOUT_S = 1800.0
 
 KeyParts = list[tuple[str, bytes | str]]
+log = logging.getLogger("ocrjob.images")
 
 
 class ImageBuildError(RuntimeError):
@@ -160,7 +163,9 @@ def _mounts_under(root: Path) -> list[str]:
 def _build_base(ref: str, parents: Mapping[str, str]) -> None:
     root = Path(tempfile.mkdtemp(prefix=".base-rootfs-", dir=images_dir()))
     try:
+        start = time.monotonic()
         _check(["debootstrap", "--variant=minbase", SUITE, str(root), apt_mirror()])
+        log.info("base: debootstrap %s took %.1fs", SUITE, time.monotonic() - start)
         _tidy_rootfs(root)
         with buildah.working_container() as ctr:
             mnt = buildah.run("mount", ctr)
