@@ -11,12 +11,12 @@ export OCRJOB_MODELS_DIR := $(MODELS_DIR)
 # Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
 export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
 
-.PHONY: demo test setup models control-plane cluster-up cluster-down bench lint clean
+.PHONY: demo test setup models control-plane node-deps cluster-up cluster-down bench lint clean
 
 demo: setup models
 	$(VENV)/bin/ocrjob demo
 
-test: setup models control-plane
+test: setup models control-plane node-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -36,7 +36,11 @@ models: setup
 control-plane:
 	bash scripts/build-control-plane.sh >/dev/null
 
-cluster-up: setup control-plane models
+# apt packages of a real node (containerd, runc, CNI plugins, buildah, iptables...): a no-op once installed.
+node-deps:
+	bash scripts/install-node-deps.sh
+
+cluster-up: setup control-plane models node-deps
 	$(PY) -m tests.support.cluster up
 
 cluster-down:
