@@ -11,7 +11,7 @@ export OCRJOB_MODELS_DIR := $(MODELS_DIR)
 # Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
 export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
 
-.PHONY: demo test setup models control-plane node-deps cluster-up cluster-down bench lint clean
+.PHONY: demo test setup models control-plane node-deps images cluster-up cluster-down bench lint clean
 
 demo: setup models
 	$(VENV)/bin/ocrjob demo
@@ -39,6 +39,11 @@ control-plane:
 # apt packages of a real node (containerd, runc, CNI plugins, buildah, iptables...): a no-op once installed.
 node-deps:
 	bash scripts/install-node-deps.sh
+
+# Container images (pause, base, python-base, operator, inference-cpu) without a Docker daemon: debootstrap +
+# buildah, cached under $(OCRJOB_CACHE)/images by content. IMAGES= picks some; prints NAME REF ARCHIVE.
+images: setup
+	$(PY) -m tests.support.images build $(IMAGES)
 
 cluster-up: setup control-plane models node-deps
 	$(PY) -m tests.support.cluster up
