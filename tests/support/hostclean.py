@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.podnet import run, sysctl_path
 
@@ -44,6 +45,16 @@ class HostSnapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     paths: set[Path] = field(default_factory=set)  # those of HOST_PATHS that existed before
     chains: set[tuple[str, str, str]] = field(default_factory=set)  # (binary, table, chain) that existed before
+    netns: set[str] = field(default_factory=set)  # /run/netns entries that existed before
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sysctls": self.sysctls, "paths": sorted(map(str, self.paths)), "chains": sorted(self.chains),
+                "netns": sorted(self.netns)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostSnapshot:
+        return cls(dict(data["sysctls"]), {Path(p) for p in data["paths"]},
+                   {(b, t, c) for b, t, c in data["chains"]}, set(data["netns"]))
 
     @classmethod
     def take(cls) -> HostSnapshot:
@@ -52,6 +63,7 @@ class HostSnapshot:
             with contextlib.suppress(OSError):
                 snap.sysctls[name] = sysctl_path(name).read_text().strip()
         snap.paths = {p for p in HOST_PATHS if p.exists()}
+        snap.netns = {str(p) for p in Path("/run/netns").glob("*")}
         snap.chains = {(b, t, c) for b in ("iptables", "ip6tables") for t in _tables(b) for c in _iptables_chains(b, t)}
         return snap
 
