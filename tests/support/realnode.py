@@ -360,6 +360,16 @@ class RealNode:
     def pids(self) -> dict[str, int]:
         return {f"{self.name} {name}": proc.pid for name, proc in self.procs.items()}
 
+    def pod_logs(self, namespace: str | None = None) -> dict[str, Path]:
+        """`ns/pod/container` -> the kubelet's newest log file of it (podLogsDir/<ns>_<pod>_<uid>/<c>/<n>.log)."""
+        found: dict[str, Path] = {}
+        root = self.workdir / "pod-logs"
+        for path in sorted(root.glob("*/*/*.log"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []:
+            ns, pod, _uid = path.parent.parent.name.split("_", 2)
+            if namespace in (None, ns):
+                found[f"{ns}/{pod}/{path.parent.name}"] = path
+        return found
+
 
 def _control_plane_bin_dir() -> Path:
     from tests.support.controlplane import control_plane_bin_dir
