@@ -36,7 +36,8 @@ from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
 from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
 
-REAL_NODE_IMAGES = ("base",)  # imported into a real node besides pause (tests.support.images names)
+# Imported into a real node besides pause (tests.support.images names): bash + coreutils, and python3.
+REAL_NODE_IMAGES = ("base", "python-base")
 UP_IMAGES = ("base", "inference-cpu")  # what `up` imports: shard pods run the inference image
 
 
@@ -103,9 +104,24 @@ class LocalCluster:
         archives = {name: ImageArchive(image.ref, image.archive) for name, image in built.items()}
         self.real_node = RealNode(self.control_plane, spec, self.workdir / "real-node", pause=archives.pop("pause"),
                                   images=tuple(archives.values()), bin_dir=self.control_plane.bin_dir)
+        self._run_real_node()
+
+    def _run_real_node(self) -> None:
+        assert self.real_node is not None
         self.real_node.start()
         if self.s3 is not None:
             self.real_node.expose(self.s3.ports["s3"])
+
+    def restart_real_node(self) -> RealNode:
+        """Stop the real node (if running) and start a fresh one like it (new work dir, same images)."""
+        old = self.real_node
+        assert old is not None, "no real node in this cluster"
+        old.stop()
+        runs = len(list(self.workdir.glob("real-node*")))
+        self.real_node = RealNode(self.control_plane, old.spec, self.workdir / f"real-node-{runs}", pause=old.pause,
+                                  images=old.images, bin_dir=old.bin_dir)
+        self._run_real_node()
+        return self.real_node
 
     @property
     def s3_endpoint_in_cluster(self) -> str | None:

@@ -162,10 +162,17 @@ class RealNode:
         self._settings: KubeletSettings | None = None
         self._kubelet_argv: list[str] = []
         self._stopped = True
+        self.holder_pid = os.getpid()
 
     @property
     def gateway(self) -> str:
         return self.net.gateway
+
+    @property
+    def host_snapshot(self) -> hostclean.HostSnapshot:
+        """The host as it was before this node started (what teardown restores)."""
+        assert self._snapshot is not None, "start() first"
+        return self._snapshot
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, timeout: float = 120) -> RealNode:
