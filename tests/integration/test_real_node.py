@@ -28,7 +28,7 @@ OTHER_SERVICE_IP = "10.0.0.2"
 
 
 def bash_pod(cluster: LocalCluster, name: str, script: str, *, image: str = "base", **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": cluster.image_refs[image], "imagePullPolicy": "Never",
+    container = {"name": "main", "image": cluster.real_node_image(image), "imagePullPolicy": "Never",
                  "command": ["bash", "-c", script], **spec.pop("container", {})}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container],
@@ -59,13 +59,14 @@ def test_pod_runs_to_completion_with_logs_through_the_kubelet(real_cluster: Loca
     assert pod_log(real_core, real_namespace, "hello") == "hello from hello\n"  # apiserver -> kubelet on the gateway
 
 
-# One pod probes everything; each line: "<what> ok|fail".
+# One pod probes everything (targets in its environment); each line: "<what> ok|fail".
 NETWORK_PROBE = r"""
 probe() { if timeout 3 bash -c "$2" >/dev/null 2>&1; then echo "$1 ok"; else echo "$1 fail"; fi; }
-probe s3 'exec 3<>/dev/tcp/{gw}/{s3_port}; printf "GET / HTTP/1.0\r\n\r\n" >&3; head -c 12 <&3 | grep -q "^HTTP/1.1"'
-probe apiserver-tcp 'exec 3<>/dev/tcp/{api_ip}/{api_port}'
-for ip in {beyond}; do probe "beyond-$ip" "exec 3<>/dev/tcp/$ip/80"; done
-probe other-service 'exec 3<>/dev/tcp/{other}/443'
+probe s3 'exec 3<>/dev/tcp/$GW/$S3_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; head -c 12 <&3 | grep -q "^HTTP/1.1"'
+# Plain HTTP to the apiserver's TLS port: Go's TLS server answers in plain text, so this is the apiserver.
+probe apiserver 'exec 3<>/dev/tcp/$API_IP/$API_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; grep -q "HTTPS server" <&3'
+for ip in $BEYOND; do probe "beyond-$ip" "exec 3<>/dev/tcp/$ip/80"; done
+probe other-service 'exec 3<>/dev/tcp/$OTHER_IP/443'
 """
 
 # In-cluster config, unchanged: KUBERNETES_SERVICE_HOST/PORT from the kubelet, the ServiceAccount token and CA.
@@ -87,16 +88,22 @@ except urllib.error.HTTPError as exc:  # 403: authenticated as the ServiceAccoun
 def test_pod_network_reaches_s3_and_apiserver_and_nothing_beyond(real_cluster: LocalCluster, real_core: CoreV1Api,
                                                                  real_namespace: str) -> None:
     node = real_cluster.real_node
-    script = NETWORK_PROBE.format(gw=node.gateway, s3_port=real_cluster.s3.ports["s3"], api_ip=KUBERNETES_SERVICE_IP,
-                                  api_port=KUBERNETES_SERVICE_PORT, beyond=" ".join(BEYOND_THE_MACHINE),
-                                  other=OTHER_SERVICE_IP)
-    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "net", script))
-    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "api", "", image="python-base",
-                                                             container={"command": ["python", "-c", APISERVER_PROBE]}))
+    targets = {"GW": node.gateway, "S3_PORT": real_cluster.s3.ports["s3"], "API_IP": KUBERNETES_SERVICE_IP,
+               "API_PORT": KUBERNETES_SERVICE_PORT, "BEYOND": " ".join(BEYOND_THE_MACHINE),
+               "OTHER_IP": OTHER_SERVICE_IP}
+    env = [{"name": k, "value": str(v)} for k, v in targets.items()]
+    pod = bash_pod(real_cluster, "net", NETWORK_PROBE, container={"env": env})
+    real_core.create_namespaced_pod(real_namespace, pod)
     assert wait_phase(real_core, real_namespace, "net").status.phase == "Succeeded"
     results = dict(line.split() for line in pod_log(real_core, real_namespace, "net").splitlines())
-    assert results == {"s3": "ok", "apiserver-tcp": "ok", "other-service": "fail",
+    assert results == {"s3": "ok", "apiserver": "ok", "other-service": "fail",
                        **{f"beyond-{ip}": "fail" for ip in BEYOND_THE_MACHINE}}
+
+
+def test_in_cluster_config_reaches_the_apiserver_with_the_service_account(
+        real_cluster: LocalCluster, real_core: CoreV1Api, real_namespace: str) -> None:
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "api", "", image="python-base",
+                                                             container={"command": ["python", "-c", APISERVER_PROBE]}))
     assert wait_phase(real_core, real_namespace, "api").status.phase == "Succeeded"
     answer = json.loads(pod_log(real_core, real_namespace, "api"))
     assert answer["host"] == KUBERNETES_SERVICE_IP

@@ -36,8 +36,7 @@ from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
 from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
 
-# Imported into a real node besides pause (tests.support.images names): bash + coreutils, and python3.
-REAL_NODE_IMAGES = ("base", "python-base")
+REAL_NODE_IMAGES = ("base",)  # imported into a real node besides pause (tests.support.images names)
 UP_IMAGES = ("base", "inference-cpu")  # what `up` imports: shard pods run the inference image
 
 
@@ -105,6 +104,17 @@ class LocalCluster:
         self.real_node = RealNode(self.control_plane, spec, self.workdir / "real-node", pause=archives.pop("pause"),
                                   images=tuple(archives.values()), bin_dir=self.control_plane.bin_dir)
         self._run_real_node()
+
+    def real_node_image(self, name: str) -> str:
+        """The reference of image `name` (tests.support.images) on the real node, built and imported if needed."""
+        from tests.support import images
+
+        assert self.real_node is not None, "no real node in this cluster"
+        if name not in self.image_refs:
+            image = images.ensure(name)
+            self.real_node.add_image(ImageArchive(image.ref, image.archive))
+            self.image_refs[name] = image.ref
+        return self.image_refs[name]
 
     def _run_real_node(self) -> None:
         assert self.real_node is not None

@@ -245,6 +245,11 @@ class RealNode:
         """Put an OCI archive into containerd; pods use its reference with `imagePullPolicy: Never`."""
         self.ctr("images", "import", str(archive))
 
+    def add_image(self, image: ImageArchive) -> None:
+        """Import `image` now and into any node made from this one's settings (restart)."""
+        self.import_image(image.archive)
+        self.images = (*self.images, image)
+
     def expose(self, port: int) -> str:
         """Make a 127.0.0.1 server reachable from pods; returns `<gateway>:<port>`."""
         return self.net.expose(port)
