@@ -37,7 +37,7 @@ from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wa
 from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
 
 REAL_NODE_IMAGES = ("base",)  # imported into a real node besides pause (tests.support.images names)
-UP_IMAGES = ("base", "inference-cpu")  # what `up` imports: shard pods run the inference image
+UP_INFERENCE_IMAGE = "inference-cpu"  # what `up` imports besides REAL_NODE_IMAGES: shard pods run it
 
 
 class LocalCluster:
@@ -216,13 +216,19 @@ def _serve(state_dir: Path, process_node: bool) -> int:
     if process_node:
         cluster = LocalCluster(state_dir, nodes=[gpu_node_spec()], with_s3=True)
     else:
-        cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), real_node_images=UP_IMAGES, with_s3=True)
+        cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), with_s3=True)
     cluster.start()
     try:
+        if cluster.real_node is not None:
+            try:
+                cluster.real_node_image(UP_INFERENCE_IMAGE)
+            except Exception as exc:  # the cluster is still useful without it: say so and go on
+                print(f"WARNING: image {UP_INFERENCE_IMAGE} not available ({type(exc).__name__}: {exc}); "
+                      f"OCRJOB_INFERENCE_IMAGE is not exported", file=sys.stderr, flush=True)
         state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
                  "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
                  "s3_endpoint_in_cluster": cluster.s3_endpoint_in_cluster,
-                 "inference_image": cluster.image_refs.get("inference-cpu"),
+                 "inference_image": cluster.image_refs.get(UP_INFERENCE_IMAGE),
                  "logs": {k: str(v) for k, v in cluster.logs().items()}}
         (state_dir / "env.sh").write_text(_exports(state) + "\n")  # `source` it in a shell
         tmp = state_dir / "state.json.tmp"
