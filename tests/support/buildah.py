@@ -112,8 +112,10 @@ def images_named(repository: str) -> list[str]:
 def bud(dockerfile: Path, context: Path, ref: str, build_args: Mapping[str, str],
         volumes: Sequence[str] = ()) -> None:
     """`buildah bud` with chroot isolation (no nested namespaces needed) from images in this store only;
-    --force-rm: intermediate containers go also when a step fails."""
-    args = ["bud", "--isolation", "chroot", _NO_REGISTRY, "--force-rm", "--quiet", "-f", str(dockerfile), "-t", ref]
+    --force-rm: intermediate containers go also when a step fails (buildah allows it only with --no-cache:
+    the layer cache is unused anyway, the archive cache is above it)."""
+    args = ["bud", "--isolation", "chroot", _NO_REGISTRY, "--no-cache", "--force-rm", "--quiet",
+            "-f", str(dockerfile), "-t", ref]
     for k, v in build_args.items():
         args += ["--build-arg", f"{k}={v}"]
     for v in volumes:

@@ -30,9 +30,14 @@ SUITE = "bookworm"  # Debian release of the base image; its python3 is 3.11, as 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what Docker's debian images set
 PAUSE_USER = "65535:65535"  # as upstream's pause image
-# The host's CA bundle (package registries are reached through it) and a pip.conf naming it: mounted into
-# RUN steps only, so that nothing of either ends up in an image.
+# The host's CA bundle (package registries are reached through it) reaches pip in RUN steps only, so that
+# nothing of it ends up in an image. buildah 1.28 leaves an empty file behind for every mount point it has to
+# create, so both mounts go onto directories every Debian/Ubuntu image has: the host's certificate folder on
+# /mnt, and a private home holding pip's user config on the build's $HOME (/root, or /tmp where a Dockerfile
+# sets HOME=/tmp). Not over the image's own bundle: the ca-certificates package rewrites that when installed.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILD_CERTS_DIR = "/mnt"
+BUILD_HOMES = ("/root", "/tmp")
 _STEP_TIMEOUT_S = 1800.0
 
 KeyParts = list[tuple[str, bytes | str]]
@@ -206,18 +211,17 @@ def context_files(dockerfile: Path) -> list[str]:
     return sorted({f for f in listed.split("\0") if f and (REPO / f).is_file()})
 
 
-def _pip_conf() -> Path:
-    conf = images_dir() / "pip.conf"
-    text = f"[global]\ncert = {HOST_CA_BUNDLE}\n"
-    if not conf.exists() or conf.read_text() != text:
-        tmp = conf.with_name(f".pip.conf.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, conf)
-    return conf
+def _build_home(root: Path) -> Path:
+    """A home for RUN steps whose pip config names the mounted host CA bundle (PIP_CERT, without an ENV)."""
+    conf = root / ".config" / "pip" / "pip.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"[global]\ncert = {BUILD_CERTS_DIR}/{HOST_CA_BUNDLE.name}\n")
+    root.chmod(0o1777)  # it stands in for /tmp too, where unprivileged build steps may write
+    return root
 
 
-def _build_volumes() -> list[str]:
-    return [f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro", f"{_pip_conf()}:/etc/pip.conf:ro"]
+def _build_volumes(home: Path) -> list[str]:
+    return [f"{HOST_CA_BUNDLE.parent}:{BUILD_CERTS_DIR}:ro", *(f"{home}:{h}" for h in BUILD_HOMES)]
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,8 @@ class DockerfileImage:
 
     def key_parts(self) -> KeyParts:
         parts: KeyParts = [("dockerfile", self.dockerfile.read_text()), ("args", repr(self.build_args)),
-                           ("volumes", repr(_build_volumes())), ("recipe", inspect.getsource(DockerfileImage))]
+                           ("volumes", repr(_build_volumes(Path("HOME")))),
+                           ("recipe", inspect.getsource(DockerfileImage) + inspect.getsource(_build_home))]
         for rel in context_files(self.dockerfile):
             path = REPO / rel
             parts.append((f"file:{rel}:{os.stat(path).st_mode & 0o777:o}", path.read_bytes()))
@@ -241,11 +246,12 @@ class DockerfileImage:
 
     def build(self, ref: str, parents: Mapping[str, str]) -> None:
         with tempfile.TemporaryDirectory(prefix=".context-", dir=images_dir()) as tmp:
-            context = Path(tmp)
+            context, home = Path(tmp) / "context", _build_home(Path(tmp) / "home")
             for rel in context_files(self.dockerfile):
                 (context / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / rel, context / rel)
-            buildah.bud(self.dockerfile, context, ref, self.args(parents), _build_volumes())
+            context.mkdir(exist_ok=True)
+            buildah.bud(self.dockerfile, context, ref, self.args(parents), _build_volumes(home))
 
     def recipe(self) -> Recipe:
         return Recipe((self.base,), self.key_parts, self.build)
