@@ -16,9 +16,10 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support import hostclean, podnet
 from tests.support.cluster import LocalCluster, pod_log
+from tests.support.nodehost import RealNodeBusyError, leftovers
 from tests.support.podnet import KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT
 from tests.support.procs import alive, wait_until
-from tests.support.realnode import GPU, ImageArchive, RealNode, RealNodeBusyError, leftovers, real_gpu_node_spec
+from tests.support.realnode import GPU, ImageArchive, RealNode, real_gpu_node_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 GPU_ID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -182,8 +183,7 @@ def test_kubelet_restart_keeps_the_node_and_its_gpus(real_cluster: LocalCluster,
                                                      real_namespace: str) -> None:
     node = real_cluster.real_node
     registrations = node.logs["fakegpu"].read_text().count("registered ")
-    node.stop_kubelet()
-    node.start_kubelet()  # it wipes the device-plugins directory: the plugin must serve and register again
+    node.restart_kubelet()  # it wipes the device-plugins directory: the plugin must serve and register again
     wait_until(lambda: node.logs["fakegpu"].read_text().count("registered ") > registrations, timeout=60,
                what="the device plugin to re-register")
     node.wait_ready()

@@ -300,12 +300,12 @@ def _down(state_dir: Path, timeout: float) -> int:
 
 def _cleanup_real_node() -> None:
     """A supervisor that was SIGKILLed leaves its real node's host changes: undo them (a no-op otherwise)."""
-    from tests.support import realnode
+    from tests.support import nodehost
 
-    if realnode.STATE_PATH.exists():
+    if nodehost.STATE_PATH.exists():
         try:
-            realnode.main(["cleanup"])
-        except realnode.RealNodeBusyError as exc:  # a live node of another session: not ours to touch
+            nodehost.main(["cleanup"])
+        except nodehost.RealNodeBusyError as exc:  # a live node of another session: not ours to touch
             print(exc, file=sys.stderr)
 
 

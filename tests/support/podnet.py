@@ -80,7 +80,7 @@ class PodNetwork:
         """Bridge + address + route_localnet, our chains, the jumps and the apiserver DNAT. Undo with teardown()."""
         if run(["ip", "link", "show", self.bridge], check=False).returncode == 0:
             raise HostNetworkError(f"bridge {self.bridge} already exists: a real node of another session runs, or "
-                                   f"one was not torn down (python -m tests.support.realnode cleanup)")
+                                   f"one was not torn down (python -m tests.support.nodehost cleanup)")
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         run(["ip", "addr", "add", f"{self.gateway}/{self.prefix_len}", "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])

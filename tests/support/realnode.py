@@ -4,23 +4,21 @@ containers on the pod network of podnet.py, fake GPUs through a real device plug
     node = RealNode(control_plane, RealNodeSpec(gpus=2), workdir, pause=images.ensure("pause")).start()
     node.import_image(images.ensure("base").archive)
     node.expose(s3_port)          # S3 on 127.0.0.1 -> http://10.244.0.1:<port> for pods
-    node.stop()                   # idempotent; also from atexit and `python -m tests.support.realnode cleanup`
+    node.stop()                   # idempotent; also from atexit and `python -m tests.support.nodehost cleanup`
 
 The kubelet, the /kubepods cgroups, /var/lib/kubelet/device-plugins (the kubelet hard-codes it) and the bridge
-are host-global: a host-wide flock (LOCK_PATH) admits one real node per machine; a second one fails at once with
-RealNodeBusyError naming the holder. What a killed session left behind is recorded in STATE_PATH and cleaned
-up by the next start (or by `cleanup`). Teardown order (REAL-NODE.md): pods, kubelet, containers, containerd,
-mounts, network, iptables chains and sysctls, cgroups.
+are host-global: a host-wide flock admits one real node per machine; a second one fails at once with
+RealNodeBusyError naming the holder. What a killed session left behind is cleaned up by the next start (or
+`python -m tests.support.nodehost cleanup`): nodehost.py. Teardown order (REAL-NODE.md): pods, kubelet,
+containers, containerd, mounts, network, iptables chains and sysctls, cgroups.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -33,13 +31,21 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.support import hostclean
+from tests.support import hostclean, nodehost
 from tests.support.nodeconfig import (
     DEFAULT_EVICTION_HARD,
     ContainerdPaths,
     KubeletSettings,
     containerd_toml,
     kubelet_config,
+)
+from tests.support.nodehost import (
+    DEVICE_PLUGIN_DIR,
+    FAKEGPU_SOCKET_PREFIX,
+    HostLock,
+    RealNodeError,
+    cleanup_leftovers,
+    teardown_host,
 )
 from tests.support.pki import write_kubeconfig
 from tests.support.podnet import PodNetwork
@@ -50,21 +56,9 @@ if TYPE_CHECKING:
 
 GPU = "nvidia.com/gpu"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-LOCK_PATH = Path("/run/ocrjob-realnode.lock")
-STATE_PATH = Path("/run/ocrjob-realnode.json")  # what the running (or a killed) node put on the host
-DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")  # hard-coded in the kubelet (pluginapi.KubeletSocket)
 CTR_NAMESPACE = "k8s.io"  # the CRI plugin's containerd namespace
 REPO = Path(__file__).resolve().parents[2]
 FAKEGPU_BUILD = REPO / "scripts" / "build-fakegpu.sh"
-log = logging.getLogger("ocrjob.realnode")
-
-
-class RealNodeError(RuntimeError):
-    """The real node could not start (the message carries the failing component's log tail)."""
-
-
-class RealNodeBusyError(RealNodeError):
-    """Another process holds the host-wide real-node lock."""
 
 
 @dataclass(frozen=True)
@@ -108,34 +102,6 @@ def fakegpu_binary(timeout: float = 600) -> Path:
     out = subprocess.run(["bash", str(FAKEGPU_BUILD)], stdout=subprocess.PIPE, text=True, check=True,
                          timeout=timeout, cwd=REPO)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-class HostLock:
-    """flock(LOCK_PATH) held for the node's lifetime; the file names the holder for the error message."""
-
-    def __init__(self, path: Path = LOCK_PATH) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, holder: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            who = self.path.read_text().strip() or "unknown"
-            raise RealNodeBusyError(f"a real node already runs on this host ({who}); one per machine: stop it "
-                                    f"first (python -m tests.support.cluster down, or end that test session)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, holder.encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 class RealNode:
@@ -182,7 +148,7 @@ class RealNode:
         try:
             cleanup_leftovers()  # a killed session's node, recorded in STATE_PATH
             self._snapshot = hostclean.HostSnapshot.take()
-            self._save_state()
+            nodehost.save_state(self.workdir, self.ctrd.socket, self._snapshot)
             began = time.monotonic()
             self.net.setup(int(self.cp.server.rsplit(":", 1)[1]))
             self._start_containerd(timeout)
@@ -193,7 +159,7 @@ class RealNode:
             self.start_kubelet()
             if self.spec.gpus:
                 self._run("fakegpu", [str(fakegpu_binary()), f"-dir={DEVICE_PLUGIN_DIR}",
-                                      f"-socket=ocrjob-fakegpu-{self.name}.sock", f"-resource={GPU}",
+                                      f"-socket={FAKEGPU_SOCKET_PREFIX}{self.name}.sock", f"-resource={GPU}",
                                       f"-ids={','.join(self.gpu_ids)}"])
             self.wait_ready(timeout)
             self.ready_seconds = time.monotonic() - began
@@ -201,12 +167,6 @@ class RealNode:
             self.stop()
             raise
         return self
-
-    def _save_state(self) -> None:
-        assert self._snapshot is not None
-        state = {"pid": os.getpid(), "workdir": str(self.workdir), "socket": str(self.ctrd.socket),
-                 "snapshot": self._snapshot.to_json()}
-        STATE_PATH.write_text(json.dumps(state))
 
     def _run(self, name: str, argv: list[str]) -> None:
         log_path = self.logs[name]
@@ -292,6 +252,11 @@ class RealNode:
         if "kubelet" in self.procs:
             stop_group(self.procs.pop("kubelet"), grace=grace)
 
+    def restart_kubelet(self, **overrides: Any) -> None:
+        """Stop and start the kubelet, e.g. with new eviction thresholds (`eviction_hard={...}`)."""
+        self.stop_kubelet()
+        self.start_kubelet(**overrides)
+
     def restart_containerd(self, timeout: float = 60) -> None:
         """Stop and start containerd (its containers survive in their shims, as on a real node)."""
         stop_group(self.procs.pop("containerd"), grace=10)
@@ -339,7 +304,7 @@ class RealNode:
                 stop_group(self.procs.pop("containerd"), grace=10)
             teardown_host(self.workdir, str(self.ctrd.socket), self._snapshot, self.net)
         finally:
-            STATE_PATH.unlink(missing_ok=True)
+            nodehost.STATE_PATH.unlink(missing_ok=True)
             self._lock.release()
 
     def _delete_pods(self, timeout: float) -> None:
@@ -387,75 +352,3 @@ def _control_plane_bin_dir() -> Path:
     from tests.support.controlplane import control_plane_bin_dir
 
     return control_plane_bin_dir()
-
-
-def teardown_host(workdir: Path, socket: str, snapshot: hostclean.HostSnapshot | None,
-                  net: PodNetwork | None = None) -> None:
-    """The host part of teardown, also for a node whose processes are already gone: leftover shims and
-    container processes, mounts, network, sysctls/chains/paths, cgroups."""
-    hostclean.kill_pids(hostclean.pids_mentioning(socket))  # shims (and a containerd that outlived its parent)
-    for tree in hostclean.CGROUP_TREES:
-        hostclean.kill_pids(hostclean.cgroup_pids(tree))
-    hostclean.unmount_under(workdir)
-    for netns in Path("/run/netns").glob("cni-*"):  # containerd's pod network namespaces (bind mounts)
-        if snapshot is None or str(netns) not in snapshot.netns:
-            hostclean.unmount_under(netns)
-            netns.unlink(missing_ok=True)
-    (net or PodNetwork()).teardown()
-    if snapshot is not None:
-        snapshot.restore()
-    for tree in hostclean.CGROUP_TREES:
-        hostclean.remove_cgroups(tree)
-    with contextlib.suppress(OSError):  # ours; the kubelet recreates the dir, /var/lib/kubelet goes with restore()
-        for sock in DEVICE_PLUGIN_DIR.glob("ocrjob-fakegpu-*.sock"):
-            sock.unlink()
-
-
-def cleanup_leftovers() -> bool:
-    """Tear down what a node of a killed session left (recorded in STATE_PATH); False if nothing was recorded.
-    Only call while holding the host lock."""
-    try:
-        state = json.loads(STATE_PATH.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    log.warning("cleaning up a real node left by pid %s (workdir %s)", state.get("pid"), state.get("workdir"))
-    for pid in hostclean.pids_mentioning(state["workdir"]):  # its containerd, kubelet, plugin
-        hostclean.kill_pids([pid])
-    teardown_host(Path(state["workdir"]), state["socket"], hostclean.HostSnapshot.from_json(state["snapshot"]))
-    STATE_PATH.unlink(missing_ok=True)
-    return True
-
-
-def leftovers() -> list[str]:
-    """Everything a stopped node must not leave behind (empty when clean): for the teardown test."""
-    from tests.support import podnet
-
-    found = podnet.leftovers()
-    found += [f"veth {p}" for p in podnet.bridge_ports()]
-    found += [f"cgroup {d}" for tree in hostclean.CGROUP_TREES for d in hostclean.cgroup_dirs(tree)]
-    found += [f"iptables chain {c}" for c in hostclean.kubelet_chains_left()]
-    found += [f"process {pid}" for pid in hostclean.pids_mentioning("containerd-shim")]
-    found += [f"netns {p}" for p in Path("/run/netns").glob("cni-*")]
-    return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tests.support.realnode cleanup`: remove a killed session's node from the host."""
-    args = argv if argv is not None else sys.argv[1:]
-    if args != ["cleanup"]:
-        print("usage: python -m tests.support.realnode cleanup", file=sys.stderr)
-        return 2
-    lock = HostLock()
-    lock.acquire(f"pid {os.getpid()} (cleanup)")
-    try:
-        print("cleaned up" if cleanup_leftovers() else "nothing recorded to clean up", file=sys.stderr)
-    finally:
-        lock.release()
-    left = leftovers()
-    for item in left:
-        print(f"left: {item}", file=sys.stderr)
-    return 1 if left else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
