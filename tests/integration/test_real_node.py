@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.support import hostclean, podnet
 from tests.support.cluster import LocalCluster, pod_log
 from tests.support.nodehost import RealNodeBusyError, leftovers
-from tests.support.podnet import KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT
+from tests.support.podnet import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT
 from tests.support.procs import alive, wait_until
 from tests.support.realnode import GPU, ImageArchive, RealNode, real_gpu_node_spec
 
@@ -68,6 +68,8 @@ probe s3 'exec 3<>/dev/tcp/$GW/$S3_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; he
 probe apiserver 'exec 3<>/dev/tcp/$API_IP/$API_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; grep -q "HTTPS server" <&3'
 for ip in $BEYOND; do probe "beyond-$ip" "exec 3<>/dev/tcp/$ip/80"; done
 probe other-service 'exec 3<>/dev/tcp/$OTHER_IP/443'
+probe dns-server 'exec 3<>/dev/tcp/$DNS_IP/53'
+echo "nameserver $(grep -m1 nameserver /etc/resolv.conf | cut -d" " -f2)"
 """
 
 # In-cluster config, unchanged: KUBERNETES_SERVICE_HOST/PORT from the kubelet, the ServiceAccount token and CA.
@@ -91,13 +93,14 @@ def test_pod_network_reaches_s3_and_apiserver_and_nothing_beyond(real_cluster: L
     node = real_cluster.real_node
     targets = {"GW": node.gateway, "S3_PORT": real_cluster.s3.ports["s3"], "API_IP": KUBERNETES_SERVICE_IP,
                "API_PORT": KUBERNETES_SERVICE_PORT, "BEYOND": " ".join(BEYOND_THE_MACHINE),
-               "OTHER_IP": OTHER_SERVICE_IP}
+               "OTHER_IP": OTHER_SERVICE_IP, "DNS_IP": CLUSTER_DNS_IP}
     env = [{"name": k, "value": str(v)} for k, v in targets.items()]
     pod = bash_pod(real_cluster, "net", NETWORK_PROBE, container={"env": env})
     real_core.create_namespaced_pod(real_namespace, pod)
     assert wait_phase(real_core, real_namespace, "net").status.phase == "Succeeded"
     results = dict(line.split() for line in pod_log(real_core, real_namespace, "net").splitlines())
-    assert results == {"s3": "ok", "apiserver": "ok", "other-service": "fail",
+    assert results == {"s3": "ok", "apiserver": "ok", "other-service": "fail", "dns-server": "fail",
+                       "nameserver": CLUSTER_DNS_IP,  # not the host's
                        **{f"beyond-{ip}": "fail" for ip in BEYOND_THE_MACHINE}}
 
 

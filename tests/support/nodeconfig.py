@@ -81,6 +81,7 @@ class KubeletSettings:
     runtime_socket: Path
     resolv_conf: Path
     pod_logs_dir: Path
+    cluster_dns: tuple[str, ...] = ()
     max_pods: int = 110
     taints: tuple[dict[str, str], ...] = ()
     eviction_hard: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
@@ -102,8 +103,8 @@ def kubelet_config(s: KubeletSettings) -> dict[str, Any]:
         "containerRuntimeEndpoint": f"unix://{s.runtime_socket}",
         "cgroupDriver": "cgroupfs", "failCgroupV1": False,  # no systemd; this machine is cgroup v1 (hybrid)
         "failSwapOn": False,
-        "resolvConf": str(s.resolv_conf),  # no nameservers: pods resolve nothing beyond hostAliases
-        "clusterDomain": "cluster.local",
+        "resolvConf": str(s.resolv_conf),  # no nameservers: the host's do not leak into dnsPolicy Default
+        "clusterDomain": "cluster.local", "clusterDNS": list(s.cluster_dns),
         "podLogsDir": str(s.pod_logs_dir),
         # Imported images cannot be pulled again: image GC must never remove them.
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99, "imageMinimumGCAge": "87600h",

@@ -30,6 +30,9 @@ POD_SUBNET = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"
 KUBERNETES_SERVICE_IP = LOOPBACK_IPS[1]  # first IP of SERVICE_CIDR, in the apiserver cert's SANs
 KUBERNETES_SERVICE_PORT = 443
+# The pods' nameserver: a service IP nothing answers (no cluster DNS). Without one, containerd would copy the
+# host's /etc/resolv.conf into every pod.
+CLUSTER_DNS_IP = "10.0.0.10"
 FILTER_CHAIN = "OCRJOB-FORWARD"
 NAT_CHAIN = "OCRJOB-DNAT"
 # (table, built-in chain, match args) of each jump into our chains.

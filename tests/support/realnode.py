@@ -48,7 +48,7 @@ from tests.support.nodehost import (
     teardown_host,
 )
 from tests.support.pki import write_kubeconfig
-from tests.support.podnet import PodNetwork
+from tests.support.podnet import CLUSTER_DNS_IP, PodNetwork
 from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
 
 if TYPE_CHECKING:
@@ -228,7 +228,8 @@ class RealNode:
         self._settings = KubeletSettings(
             address=self.gateway, port=port, healthz_port=healthz, client_ca=pki.ca.cert, tls_cert=serving.cert,
             tls_key=serving.key, runtime_socket=self.ctrd.socket, resolv_conf=resolv,
-            pod_logs_dir=self.workdir / "pod-logs", max_pods=self.spec.pods, taints=tuple(self.spec.taints),
+            pod_logs_dir=self.workdir / "pod-logs", cluster_dns=(CLUSTER_DNS_IP,), max_pods=self.spec.pods,
+            taints=tuple(self.spec.taints),
             eviction_hard=dict(self.spec.eviction_hard), system_reserved=dict(self.spec.system_reserved))
         labels = ",".join(f"{k}={v}" for k, v in {"ocrjob.dev/real-node": "true", **self.spec.labels}.items())
         bin_dir = self.bin_dir or self.cp.bin_dir or _control_plane_bin_dir()
