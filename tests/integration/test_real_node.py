@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from tests.support import hostclean, podnet
 from tests.support.cluster import LocalCluster, pod_log
+from tests.support.nodeconfig import DEFAULT_EVICTION_HARD
 from tests.support.nodehost import RealNodeBusyError, leftovers
 from tests.support.podnet import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT
 from tests.support.procs import alive, wait_until
@@ -194,6 +196,25 @@ def test_kubelet_restart_keeps_the_node_and_its_gpus(real_cluster: LocalCluster,
                                                              container={"resources": {"limits": {GPU: "1"}}}))
     assert wait_phase(real_core, real_namespace, "after").status.phase == "Succeeded"
     assert pod_log(real_core, real_namespace, "after").strip() in node.gpu_ids
+
+
+def test_eviction_thresholds_are_a_knob_for_node_pressure(real_cluster: LocalCluster, real_core: CoreV1Api) -> None:
+    """A threshold just below the machine's memory puts the node under memory pressure; the default lifts it.
+    (Above capacity the kubelet refuses to start: the threshold counts as reserved memory.)"""
+    node = real_cluster.real_node
+    capacity = parse_quantity(real_core.read_node(node.name).status.capacity["memory"])
+    threshold = f"{int(capacity) // 2**20 - 64}Mi"
+
+    def memory_pressure(expected: str) -> bool:
+        conditions = {c.type: c.status for c in real_core.read_node(node.name).status.conditions}
+        return conditions.get("MemoryPressure") == expected and conditions.get("Ready") == "True"
+
+    try:
+        node.restart_kubelet(eviction_hard={**DEFAULT_EVICTION_HARD, "memory.available": threshold})
+        wait_until(lambda: memory_pressure("True"), timeout=120, what="memory pressure")
+    finally:
+        node.restart_kubelet(eviction_hard=dict(DEFAULT_EVICTION_HARD))
+    wait_until(lambda: memory_pressure("False"), timeout=120, what="the memory pressure to end")
 
 
 def test_a_second_real_node_on_the_host_is_refused(real_cluster: LocalCluster, tmp_path: Path) -> None:

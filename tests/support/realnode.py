@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -253,10 +254,13 @@ class RealNode:
         if "kubelet" in self.procs:
             stop_group(self.procs.pop("kubelet"), grace=grace)
 
-    def restart_kubelet(self, **overrides: Any) -> None:
-        """Stop and start the kubelet, e.g. with new eviction thresholds (`eviction_hard={...}`)."""
+    def restart_kubelet(self, timeout: float = 120, **overrides: Any) -> None:
+        """Stop and start the kubelet, e.g. with new eviction thresholds (`eviction_hard={...}`); returns once
+        the new kubelet has reported the node Ready (a kubelet that refuses its settings fails here)."""
         self.stop_kubelet()
+        began = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # heartbeats have 1 s resolution
         self.start_kubelet(**overrides)
+        self.wait_ready(timeout, heartbeat_since=began)
 
     def restart_containerd(self, timeout: float = 60) -> None:
         """Stop and start containerd (its containers survive in their shims, as on a real node)."""
@@ -266,16 +270,19 @@ class RealNode:
     def core(self) -> kubernetes.client.CoreV1Api:
         return kubernetes.client.CoreV1Api(self.cp.api_client())
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        """Ready=True, the not-ready taint gone, and the fake GPUs in allocatable."""
+    def wait_ready(self, timeout: float = 120, heartbeat_since: dt.datetime | None = None) -> None:
+        """Ready=True, the not-ready taint gone, and the fake GPUs in allocatable; with `heartbeat_since`, also
+        reported at or after that time (by a kubelet started since, not the status its predecessor left)."""
         core = self.core()
 
         def ready() -> bool:
             node = core.read_node(self.name)
-            conditions = {c.type: c.status for c in node.status.conditions or []}
+            conditions = {c.type: c for c in node.status.conditions or []}
             gpus = int((node.status.allocatable or {}).get(GPU, "0"))
-            return (conditions.get("Ready") == "True" and gpus == self.spec.gpus
-                    and NOT_READY_TAINT not in {t.key for t in node.spec.taints or []})
+            fresh = heartbeat_since is None or (
+                "Ready" in conditions and conditions["Ready"].last_heartbeat_time >= heartbeat_since)
+            return (fresh and "Ready" in conditions and conditions["Ready"].status == "True"
+                    and gpus == self.spec.gpus and NOT_READY_TAINT not in {t.key for t in node.spec.taints or []})
 
         wait_until(ready, timeout=timeout, what=f"real node {self.name} Ready with {self.spec.gpus} GPUs",
                    abort=lambda: self._check_alive("kubelet") or self._check_alive("containerd"),
