@@ -11,12 +11,12 @@ export OCRJOB_MODELS_DIR := $(MODELS_DIR)
 # Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
 export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
 
-.PHONY: demo test setup models control-plane images cluster-up cluster-down bench lint clean
+.PHONY: demo test setup models control-plane node-deps images cluster-up cluster-down bench lint clean
 
 demo: setup models
 	$(VENV)/bin/ocrjob demo
 
-test: setup models control-plane
+test: setup models control-plane node-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -36,12 +36,16 @@ models: setup
 control-plane:
 	bash scripts/build-control-plane.sh >/dev/null
 
+# apt packages of a real node (containerd, runc, CNI plugins, buildah, iptables...): a no-op once installed.
+node-deps:
+	bash scripts/install-node-deps.sh
+
 # Container images (pause, base, python-base, operator, inference-cpu) without a Docker daemon: debootstrap +
 # buildah, cached under $(OCRJOB_CACHE)/images by content. IMAGES= picks some; prints NAME REF ARCHIVE.
 images: setup
 	$(PY) -m tests.support.images build $(IMAGES)
 
-cluster-up: setup control-plane models
+cluster-up: setup control-plane models node-deps
 	$(PY) -m tests.support.cluster up
 
 cluster-down:

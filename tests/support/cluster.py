@@ -1,4 +1,4 @@
-"""A complete local cluster: control plane + process node(s) (+ SeaweedFS S3 for `up`).
+"""A complete local cluster: control plane + process node(s) and/or a real node (+ SeaweedFS S3 for `up`).
 
     python -m tests.support.cluster up      # start detached, print `export KUBECONFIG=...` and S3 settings
     python -m tests.support.cluster status  # print the same if it runs
@@ -7,7 +7,10 @@
 `up` starts a supervisor process (`_serve`) that owns all components; its state (PIDs, endpoints) is
 `<state dir>/state.json` (exports in `<state dir>/env.sh`), state dir
 `${OCRJOB_CACHE:-~/.cache/ocrjob}/cluster-local` or --state-dir. Everything binds to 127.0.0.1 on ports
-picked free at start. The node `ocrjob-node-0` has cpu 8, memory 16Gi and 2 fake `nvidia.com/gpu`.
+picked free at start, except the real node's kubelet (on the pod network gateway, realnode.py). `up` runs the
+real node `ocrjob-node-0` (kubelet + containerd, 2 fake `nvidia.com/gpu` from a device plugin) with the base and
+inference-cpu images imported; S3 is reachable from pods at $OCRJOB_S3_ENDPOINT_IN_CLUSTER.
+`up --process-node` runs the process node instead (cpu 8, memory 16Gi, 2 fake GPUs; no root needed).
 """
 
 from __future__ import annotations
@@ -31,20 +34,30 @@ from ocrjob_operator.api.client import Client, load_config
 from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir
 from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
+from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
+
+REAL_NODE_IMAGES = ("base",)  # imported into a real node besides pause (tests.support.images names)
+UP_INFERENCE_IMAGE = "inference-cpu"  # what `up` imports besides REAL_NODE_IMAGES: shard pods run it
 
 
 class LocalCluster:
-    """Control plane plus process nodes; `stop()` is idempotent and stops everything `start()` began."""
+    """Control plane plus process nodes and/or one real node; `stop()` is idempotent and stops everything
+    `start()` began."""
 
-    def __init__(self, workdir: Path, *, nodes: Iterable[NodeSpec] = (), with_s3: bool = False,
+    def __init__(self, workdir: Path, *, nodes: Iterable[NodeSpec] = (), real_node: RealNodeSpec | None = None,
+                 real_node_images: Iterable[str] = REAL_NODE_IMAGES, with_s3: bool = False,
                  bin_dir: Path | None = None, **control_plane_options: Any) -> None:
         self.workdir = workdir
         self.control_plane = ControlPlane(workdir / "control-plane", bin_dir, **control_plane_options)
         self.node_specs = list(nodes)
         self.nodes: list[ProcessNode] = []
+        self.real_node_spec = real_node
+        self.real_node_images = tuple(real_node_images)
+        self.real_node: RealNode | None = None
         self.with_s3 = with_s3
         self.s3: Any = None  # tests.support.seaweedfs.SeaweedFS when with_s3
         self.startup_seconds = 0.0
+        self.image_refs: dict[str, str] = {}  # images imported into the real node: name -> ref
 
     @property
     def kubeconfig(self) -> Path:
@@ -72,6 +85,8 @@ class LocalCluster:
                 # Not in a helper thread: children die with the *thread* that started them (pdeathsig).
                 self.s3 = SeaweedFS.start(self.workdir / "s3")
             self.control_plane.start()
+            if self.real_node_spec is not None:
+                self._start_real_node(self.real_node_spec)
             for spec in self.node_specs:
                 self.add_node(spec)
         except BaseException:
@@ -79,6 +94,51 @@ class LocalCluster:
             raise
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def _start_real_node(self, spec: RealNodeSpec) -> None:
+        from tests.support import images  # builds with buildah: only needed (and only imported) for a real node
+
+        built = {name: images.ensure(name) for name in ("pause", *self.real_node_images)}
+        self.image_refs = {name: image.ref for name, image in built.items()}
+        archives = {name: ImageArchive(image.ref, image.archive) for name, image in built.items()}
+        self.real_node = RealNode(self.control_plane, spec, self.workdir / "real-node", pause=archives.pop("pause"),
+                                  images=tuple(archives.values()), bin_dir=self.control_plane.bin_dir)
+        self._run_real_node()
+
+    def real_node_image(self, name: str) -> str:
+        """The reference of image `name` (tests.support.images) on the real node, built and imported if needed."""
+        from tests.support import images
+
+        assert self.real_node is not None, "no real node in this cluster"
+        if name not in self.image_refs:
+            image = images.ensure(name)
+            self.real_node.add_image(ImageArchive(image.ref, image.archive))
+            self.image_refs[name] = image.ref
+        return self.image_refs[name]
+
+    def _run_real_node(self) -> None:
+        assert self.real_node is not None
+        self.real_node.start()
+        if self.s3 is not None:
+            self.real_node.expose(self.s3.ports["s3"])
+
+    def restart_real_node(self) -> RealNode:
+        """Stop the real node (if running) and start a fresh one like it (new work dir, same images)."""
+        old = self.real_node
+        assert old is not None, "no real node in this cluster"
+        old.stop()
+        runs = len(list(self.workdir.glob("real-node*")))
+        self.real_node = RealNode(self.control_plane, old.spec, self.workdir / f"real-node-{runs}", pause=old.pause,
+                                  images=old.images, bin_dir=old.bin_dir)
+        self._run_real_node()
+        return self.real_node
+
+    @property
+    def s3_endpoint_in_cluster(self) -> str | None:
+        """The S3 endpoint as pods on the real node reach it (http://<gateway>:<port>), if both run."""
+        if self.s3 is None or self.real_node is None:
+            return None
+        return f"http://{self.real_node.gateway}:{self.s3.ports['s3']}"
 
     def add_node(self, spec: NodeSpec) -> ProcessNode:
         """Start another process node; it is stopped with the cluster (or call its `stop()` earlier)."""
@@ -89,6 +149,8 @@ class LocalCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop(delete_node=False)  # the control plane goes away with it
+        if self.real_node is not None:
+            self.real_node.stop()  # needs the control plane: it deletes its pods first
         self.control_plane.stop()
         if self.s3 is not None:
             self.s3.stop()
@@ -99,6 +161,9 @@ class LocalCluster:
         for node in self.nodes:
             logs[f"process-node {node.name}"] = node.log_file
             logs.update({f"pod {k}": v for k, v in node.pod_logs(namespace).items()})
+        if self.real_node is not None:
+            logs.update({f"real-node {k}": v for k, v in self.real_node.logs.items()})
+            logs.update({f"pod {k}": v for k, v in self.real_node.pod_logs(namespace).items()})
         if self.s3 is not None:
             logs["seaweedfs"] = self.s3.log_path
         return logs
@@ -107,6 +172,8 @@ class LocalCluster:
         pids = dict(self.control_plane.pids())
         if self.s3 is not None:
             pids["seaweedfs"] = self.s3.pid
+        if self.real_node is not None:
+            pids.update(self.real_node.pids())
         return pids
 
 
@@ -134,18 +201,34 @@ def _exports(state: dict[str, Any]) -> str:
     lines += [f"export {k}={v}" for k, v in state.get("s3_env", {}).items()]
     if state.get("s3_endpoint"):
         lines.append(f"export AWS_ENDPOINT_URL={state['s3_endpoint']}")  # boto3 reads this one itself
+    if state.get("s3_endpoint_in_cluster"):
+        lines.append(f"export OCRJOB_S3_ENDPOINT_IN_CLUSTER={state['s3_endpoint_in_cluster']}")
+    if state.get("inference_image"):
+        lines.append(f"export OCRJOB_INFERENCE_IMAGE={state['inference_image']}")
     return "\n".join(lines)
 
 
-def _serve(state_dir: Path) -> int:
+def _serve(state_dir: Path, process_node: bool) -> int:
     """The supervisor: runs the cluster until SIGTERM/SIGINT, then stops it."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(state_dir, nodes=[gpu_node_spec()], with_s3=True).start()
+    if process_node:
+        cluster = LocalCluster(state_dir, nodes=[gpu_node_spec()], with_s3=True)
+    else:
+        cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), with_s3=True)
+    cluster.start()
     try:
+        if cluster.real_node is not None:
+            try:
+                cluster.real_node_image(UP_INFERENCE_IMAGE)
+            except Exception as exc:  # the cluster is still useful without it: say so and go on
+                print(f"WARNING: image {UP_INFERENCE_IMAGE} not available ({type(exc).__name__}: {exc}); "
+                      f"OCRJOB_INFERENCE_IMAGE is not exported", file=sys.stderr, flush=True)
         state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
                  "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
+                 "s3_endpoint_in_cluster": cluster.s3_endpoint_in_cluster,
+                 "inference_image": cluster.image_refs.get(UP_INFERENCE_IMAGE),
                  "logs": {k: str(v) for k, v in cluster.logs().items()}}
         (state_dir / "env.sh").write_text(_exports(state) + "\n")  # `source` it in a shell
         tmp = state_dir / "state.json.tmp"
@@ -160,7 +243,7 @@ def _serve(state_dir: Path) -> int:
     return 0
 
 
-def _up(state_dir: Path, timeout: float) -> int:
+def _up(state_dir: Path, timeout: float, process_node: bool) -> int:
     state = _read_state(state_dir)
     if state and alive(state["pid"]):
         print(f"cluster already running (supervisor pid {state['pid']})", file=sys.stderr)
@@ -171,8 +254,9 @@ def _up(state_dir: Path, timeout: float) -> int:
     shutil.rmtree(state_dir, ignore_errors=True)  # a fresh cluster every time
     state_dir.mkdir(parents=True)
     log = state_dir / "supervisor.log"
-    proc = spawn([sys.executable, "-m", "tests.support.cluster", "_serve", "--state-dir", str(state_dir)], log,
-                 env=os.environ, cwd=REPO, die_with_parent=False)
+    argv = [sys.executable, "-m", "tests.support.cluster", "_serve", "--state-dir", str(state_dir)]
+    proc = spawn([*argv, *(["--process-node"] if process_node else [])], log, env=os.environ, cwd=REPO,
+                 die_with_parent=False)
 
     def ready() -> dict[str, Any] | None:
         if proc.poll() is not None:
@@ -209,8 +293,20 @@ def _down(state_dir: Path, timeout: float) -> int:
             stop_group(int(pidfile.name), grace=2)
         pidfile.unlink(missing_ok=True)
     (state_dir / "state.json").unlink(missing_ok=True)
+    _cleanup_real_node()
     print("local cluster stopped", file=sys.stderr)
     return 0
+
+
+def _cleanup_real_node() -> None:
+    """A supervisor that was SIGKILLed leaves its real node's host changes: undo them (a no-op otherwise)."""
+    from tests.support import nodehost
+
+    if nodehost.STATE_PATH.exists():
+        try:
+            nodehost.main(["cleanup"])
+        except nodehost.RealNodeBusyError as exc:  # a live node of another session: not ours to touch
+            print(exc, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,15 +314,18 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "_serve"])
     parser.add_argument("--state-dir", type=Path, default=default_state_dir())
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for start/stop")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds to wait for start/stop (a first `up` builds the images)")
+    parser.add_argument("--process-node", action="store_true",
+                        help="run the process node instead of the real kubelet + containerd node")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
-        return _up(state_dir, args.timeout)
+        return _up(state_dir, args.timeout, args.process_node)
     if args.command == "down":
         return _down(state_dir, args.timeout)
     if args.command == "_serve":
-        return _serve(state_dir)
+        return _serve(state_dir, args.process_node)
     state = _read_state(state_dir)
     if state and alive(state["pid"]):
         print(_exports(state))

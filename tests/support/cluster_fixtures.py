@@ -37,7 +37,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     otherwise count against the first test's pytest-timeout. A no-op when they are cached."""
     if session.config.option.collectonly:
         return
-    if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+    if any({"cluster", "real_cluster"} & set(getattr(item, "fixturenames", ())) for item in session.items):
         control_plane_bin_dir()
 
 

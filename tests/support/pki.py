@@ -74,8 +74,10 @@ class Pki:
         return pki
 
     def issue(self, name: str, common_name: str, *, organization: str | None = None,
-              server: bool = False, client: bool = False) -> CertPair:
-        """Issue (once) `<name>.crt`/`<name>.key`; server certs are valid for the loopback names/IPs."""
+              server: bool = False, client: bool = False, dns_names: tuple[str, ...] = LOOPBACK_NAMES,
+              ips: tuple[str, ...] = LOOPBACK_IPS) -> CertPair:
+        """Issue (once) `<name>.crt`/`<name>.key`; server certs are valid for `dns_names`/`ips` (default: the
+        loopback names/IPs; a real kubelet's serving cert names its node IP)."""
         pair = CertPair(self.dir / f"{name}.crt", self.dir / f"{name}.key")
         if pair.cert.exists():
             return pair
@@ -92,8 +94,8 @@ class Pki:
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
         if server:
-            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in LOOPBACK_NAMES]
-            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in LOOPBACK_IPS]
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

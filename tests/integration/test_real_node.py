@@ -1,0 +1,250 @@
+"""The real node is a real node: pods in containers from imported images, logs through the kubelet, the pod
+network reaching exactly S3 and the apiserver, OOM kills, graceful deletion, GPUs from the device plugin,
+kubelet restarts, and a teardown that leaves nothing on the host."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from tests.support import hostclean, podnet
+from tests.support.cluster import LocalCluster, pod_log
+from tests.support.nodeconfig import DEFAULT_EVICTION_HARD
+from tests.support.nodehost import RealNodeBusyError, leftovers
+from tests.support.podnet import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, KUBERNETES_SERVICE_PORT
+from tests.support.procs import alive, wait_until
+from tests.support.realnode import GPU, ImageArchive, RealNode, real_gpu_node_spec
+
+pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
+GPU_ID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+BEYOND_THE_MACHINE = ("192.0.2.1", "1.1.1.1")  # this machine kind's eth0 gateway; a public address
+# Reachable through no DNAT: a service IP the missing kube-proxy would have handled.
+OTHER_SERVICE_IP = "10.0.0.2"
+
+
+def bash_pod(cluster: LocalCluster, name: str, script: str, *, image: str = "base", **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": cluster.real_node_image(image), "imagePullPolicy": "Never",
+                 "command": ["bash", "-c", script], **spec.pop("container", {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container],
+                     **spec}}
+
+
+def wait_phase(core: CoreV1Api, ns: str, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed"),
+               timeout: float = 120) -> Any:
+    def done() -> Any:
+        pod = core.read_namespaced_pod(name, ns)
+        return pod if pod.status.phase in phases else None
+
+    return wait_until(done, timeout=timeout, what=f"pod {ns}/{name} in {phases}")
+
+
+def terminated(pod: Any) -> Any:
+    return pod.status.container_statuses[0].state.terminated
+
+
+def test_pod_runs_to_completion_with_logs_through_the_kubelet(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                                              real_namespace: str) -> None:
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "hello",
+                                                             'echo "hello from $(hostname)"; exit 3'))
+    pod = wait_phase(real_core, real_namespace, "hello")
+    assert pod.status.phase == "Failed"
+    assert terminated(pod).exit_code == 3
+    assert pod.spec.node_name == real_cluster.real_node.name
+    assert pod_log(real_core, real_namespace, "hello") == "hello from hello\n"  # apiserver -> kubelet on the gateway
+
+
+# One pod probes everything (targets in its environment); each line: "<what> ok|fail".
+NETWORK_PROBE = r"""
+probe() { if timeout 3 bash -c "$2" >/dev/null 2>&1; then echo "$1 ok"; else echo "$1 fail"; fi; }
+probe s3 'exec 3<>/dev/tcp/$GW/$S3_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; head -c 12 <&3 | grep -q "^HTTP/1"'
+# Plain HTTP to the apiserver's TLS port: Go's TLS server answers in plain text, so this is the apiserver.
+probe apiserver 'exec 3<>/dev/tcp/$API_IP/$API_PORT; printf "GET / HTTP/1.0\r\n\r\n" >&3; grep -q "HTTPS server" <&3'
+for ip in $BEYOND; do probe "beyond-$ip" "exec 3<>/dev/tcp/$ip/80"; done
+probe other-service 'exec 3<>/dev/tcp/$OTHER_IP/443'
+probe dns-server 'exec 3<>/dev/tcp/$DNS_IP/53'
+echo "nameserver $(grep -m1 nameserver /etc/resolv.conf | cut -d" " -f2)"
+"""
+
+# In-cluster config, unchanged: KUBERNETES_SERVICE_HOST/PORT from the kubelet, the ServiceAccount token and CA.
+APISERVER_PROBE = """
+import json, os, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+ctx = ssl.create_default_context(cafile=f"{sa}/ca.crt")
+req = urllib.request.Request(f"https://{host}:{port}/api/v1/namespaces/{open(f'{sa}/namespace').read()}/pods",
+                             headers={"Authorization": "Bearer " + open(f"{sa}/token").read()})
+try:
+    urllib.request.urlopen(req, context=ctx, timeout=10)
+    print(json.dumps({"host": host, "status": 200}))
+except urllib.error.HTTPError as exc:  # 403: authenticated as the ServiceAccount, which may not list pods
+    print(json.dumps({"host": host, "status": exc.code, "body": json.loads(exc.read())}))
+"""
+
+
+def test_pod_network_reaches_s3_and_apiserver_and_nothing_beyond(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                                                 real_namespace: str) -> None:
+    node = real_cluster.real_node
+    targets = {"GW": node.gateway, "S3_PORT": real_cluster.s3.ports["s3"], "API_IP": KUBERNETES_SERVICE_IP,
+               "API_PORT": KUBERNETES_SERVICE_PORT, "BEYOND": " ".join(BEYOND_THE_MACHINE),
+               "OTHER_IP": OTHER_SERVICE_IP, "DNS_IP": CLUSTER_DNS_IP}
+    env = [{"name": k, "value": str(v)} for k, v in targets.items()]
+    pod = bash_pod(real_cluster, "net", NETWORK_PROBE, container={"env": env})
+    real_core.create_namespaced_pod(real_namespace, pod)
+    assert wait_phase(real_core, real_namespace, "net").status.phase == "Succeeded"
+    results = dict(line.split() for line in pod_log(real_core, real_namespace, "net").splitlines())
+    assert results == {"s3": "ok", "apiserver": "ok", "other-service": "fail", "dns-server": "fail",
+                       "nameserver": CLUSTER_DNS_IP,  # not the host's
+                       **{f"beyond-{ip}": "fail" for ip in BEYOND_THE_MACHINE}}
+
+
+def test_in_cluster_config_reaches_the_apiserver_with_the_service_account(
+        real_cluster: LocalCluster, real_core: CoreV1Api, real_namespace: str) -> None:
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "api", "", image="python-base",
+                                                             container={"command": ["python", "-c", APISERVER_PROBE]}))
+    assert wait_phase(real_core, real_namespace, "api").status.phase == "Succeeded"
+    answer = json.loads(pod_log(real_core, real_namespace, "api"))
+    assert answer["host"] == KUBERNETES_SERVICE_IP
+    assert answer["status"] == 403, answer  # TLS verified with the SA's CA, token accepted, RBAC said no
+    assert f"system:serviceaccount:{real_namespace}:default" in answer["body"]["message"]
+
+
+def test_memory_limit_ends_in_oomkilled(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                        real_namespace: str) -> None:
+    hog = 'a=$(head -c 300000000 /dev/zero | tr "\\0" x); echo "survived ${#a}"'
+    limits = {"memory": "48Mi", "cpu": "500m"}
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "hog", hog, container={
+        "resources": {"limits": limits, "requests": limits}}))
+    pod = wait_phase(real_core, real_namespace, "hog")
+    assert pod.status.phase == "Failed"
+    assert (terminated(pod).reason, terminated(pod).exit_code) == ("OOMKilled", 137)
+
+
+def test_deletion_sends_sigterm_and_honours_the_grace_period(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                                             real_namespace: str) -> None:
+    # The handler needs ~2 s: it only finishes if the kubelet waits (grace 20 s) instead of SIGKILLing.
+    script = ("trap 'echo got TERM; sleep 2; echo handler done; exit 0' TERM; echo started; "
+              "while true; do sleep 0.2; done")
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "graceful", script,
+                                                             terminationGracePeriodSeconds=20))
+    wait_phase(real_core, real_namespace, "graceful", ("Running",))
+    wait_until(lambda: "started" in pod_log(real_core, real_namespace, "graceful"), timeout=30, what="started")
+    followed: list[str] = []
+    resp = real_core.read_namespaced_pod_log("graceful", real_namespace, follow=True, _preload_content=False)
+    reader = threading.Thread(target=lambda: followed.append(resp.read().decode(errors="replace")), daemon=True)
+    reader.start()
+    real_core.delete_namespaced_pod("graceful", real_namespace)
+
+    def gone() -> bool:
+        try:
+            real_core.read_namespaced_pod("graceful", real_namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until(gone, timeout=60, what="the pod to be deleted")
+    reader.join(timeout=30)
+    assert followed and followed[0].splitlines() == ["started", "got TERM", "handler done"]
+
+
+GPU_POD = 'echo "$NVIDIA_VISIBLE_DEVICES $CUDA_VISIBLE_DEVICES"; trap "exit 0" TERM; while true; do sleep 0.2; done'
+
+
+def test_two_gpu_pods_get_distinct_devices_from_the_plugin(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                                           real_namespace: str) -> None:
+    node = real_cluster.real_node
+    allocatable = real_core.read_node(node.name).status.allocatable
+    assert allocatable[GPU] == str(len(node.gpu_ids)) == "2"
+    gpu = {"resources": {"limits": {GPU: "1"}}}
+    for name in ("gpu-a", "gpu-b", "gpu-c"):
+        real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, name, GPU_POD, container=gpu))
+    seen = {}
+    for name in ("gpu-a", "gpu-b"):  # the scheduler places two; each holds its device while it runs
+        wait_phase(real_core, real_namespace, name, ("Running",))
+        line = wait_until(lambda name=name: pod_log(real_core, real_namespace, name).strip(), timeout=30,
+                          what=f"{name} output")
+        nvidia, cuda = line.split()
+        assert nvidia == cuda and GPU_ID.match(nvidia), line
+        seen[name] = nvidia
+    assert seen["gpu-a"] != seen["gpu-b"]
+    assert set(seen.values()) == set(node.gpu_ids)
+    third = real_core.read_namespaced_pod("gpu-c", real_namespace)
+    assert third.status.phase == "Pending"  # no third device: the scheduler holds it back
+    # The kubelet's own record agrees: each container's allocated resource is the device it saw.
+    for name, device in seen.items():
+        status = real_core.read_namespaced_pod(name, real_namespace).status.container_statuses[0]
+        assert [r.resource_id for r in status.allocated_resources_status[0].resources] == [device]
+
+
+def test_kubelet_restart_keeps_the_node_and_its_gpus(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                                     real_namespace: str) -> None:
+    node = real_cluster.real_node
+    registrations = node.logs["fakegpu"].read_text().count("registered ")
+    node.restart_kubelet()  # it wipes the device-plugins directory: the plugin must serve and register again
+    wait_until(lambda: node.logs["fakegpu"].read_text().count("registered ") > registrations, timeout=60,
+               what="the device plugin to re-register")
+    node.wait_ready()
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "after", 'echo "$NVIDIA_VISIBLE_DEVICES"',
+                                                             container={"resources": {"limits": {GPU: "1"}}}))
+    assert wait_phase(real_core, real_namespace, "after").status.phase == "Succeeded"
+    assert pod_log(real_core, real_namespace, "after").strip() in node.gpu_ids
+
+
+def test_eviction_thresholds_are_a_knob_for_node_pressure(real_cluster: LocalCluster, real_core: CoreV1Api) -> None:
+    """A threshold just below the machine's memory puts the node under memory pressure; the default lifts it.
+    (Above capacity the kubelet refuses to start: the threshold counts as reserved memory.)"""
+    node = real_cluster.real_node
+    capacity = parse_quantity(real_core.read_node(node.name).status.capacity["memory"])
+    threshold = f"{int(capacity) // 2**20 - 64}Mi"
+
+    def memory_pressure(expected: str) -> bool:
+        conditions = {c.type: c.status for c in real_core.read_node(node.name).status.conditions}
+        return conditions.get("MemoryPressure") == expected and conditions.get("Ready") == "True"
+
+    try:
+        node.restart_kubelet(eviction_hard={**DEFAULT_EVICTION_HARD, "memory.available": threshold})
+        wait_until(lambda: memory_pressure("True"), timeout=120, what="memory pressure")
+    finally:
+        node.restart_kubelet(eviction_hard=dict(DEFAULT_EVICTION_HARD))
+    wait_until(lambda: memory_pressure("False"), timeout=120, what="the memory pressure to end")
+
+
+def test_a_second_real_node_on_the_host_is_refused(real_cluster: LocalCluster, tmp_path: Path) -> None:
+    running = real_cluster.real_node
+    other = RealNode(real_cluster.control_plane, real_gpu_node_spec("ocrjob-node-1"), tmp_path,
+                     pause=ImageArchive(running.pause.ref, running.pause.archive))
+    with pytest.raises(RealNodeBusyError, match=f"pid {running.holder_pid}"):
+        other.start()
+    assert running.core().read_node(running.name)  # the running node was not touched
+    assert podnet.leftovers()  # its network is still there
+
+
+def test_teardown_leaves_nothing_on_the_host(real_cluster: LocalCluster, real_core: CoreV1Api,
+                                             real_namespace: str) -> None:
+    """Last in this module: it stops the session's node (a running pod in it) and starts a fresh one."""
+    node = real_cluster.real_node
+    before = node.host_snapshot
+    real_core.create_namespaced_pod(real_namespace, bash_pod(real_cluster, "busy", GPU_POD,
+                                                             container={"resources": {"limits": {GPU: "1"}}}))
+    wait_phase(real_core, real_namespace, "busy", ("Running",))
+    assert podnet.bridge_ports() and hostclean.cgroup_dirs("kubepods") and hostclean.mounts_under(node.workdir)
+    pids = list(node.procs.values())
+    shims = hostclean.pids_mentioning(str(node.ctrd.socket))
+    assert shims
+
+    node.stop()
+
+    assert leftovers() == []
+    assert hostclean.mounts_under(node.workdir) == []
+    assert not any(alive(p.pid) for p in pids) and not any(alive(pid) for pid in shims)
+    assert hostclean.HostSnapshot.take().sysctls == before.sysctls
+    assert {p for p in hostclean.HOST_PATHS if p.exists()} == before.paths
+    real_cluster.restart_real_node()  # later tests (and the session's teardown) get a node again
