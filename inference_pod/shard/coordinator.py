@@ -218,7 +218,7 @@ def run_shard(
     try:
         plan_device(config.device, os.environ)  # fail fast, before any worker starts
         manifest = read_manifest(config.manifest, config)
-        models = resolve_models(config.models, config.model_cache_dir)
+        models = resolve_models(config.models, config.model_cache_dir, engine=config.ocr.engine)
     except ShardError as exc:
         return _failed_early(config, exc.exit_code, str(exc))
     except DeviceError as exc:

@@ -12,6 +12,7 @@ PACKAGES = {
     "PIL": "pillow",
     "pypdfium2": "pypdfium2",
     "numpy": "numpy",
+    "onnxruntime": "onnxruntime (or onnxruntime-gpu)",
 }
 
 

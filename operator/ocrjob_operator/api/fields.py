@@ -87,6 +87,7 @@ def _loader(name: str, flag: str | None = None, *, help: str | None = None, flag
     """A spec field that is the loader setting `name`: path, type, bounds, default and help from the table."""
     setting = settings.BY_NAME[name]
     assert setting.spec is not None, f"{name} is not settable per job"
+    extra.setdefault("choices", setting.choices)
     return SpecField(
         path=setting.spec, type=setting.type, help=help or setting.help, flag=flag or setting.flag,
         low=None if setting.low is None else int(setting.low), high=None if setting.high is None else int(setting.high),
@@ -136,6 +137,7 @@ FIELDS: tuple[SpecField, ...] = (
     _loader("det_model_dir"),
     _loader("rec_model_name"),
     _loader("rec_model_dir"),
+    _loader("engine"),
     _loader("page_batch_size"),
     _loader("rec_batch_size"),
     _loader("det_limit_side_len"),

@@ -80,6 +80,7 @@ OCR_FIELDS: dict[str, F.SpecField] = {f.setting: f for f in F.FIELDS if f.path.s
 class OcrSpec:
     """spec.ocr, attribute for loader setting (defaults from `inference_pod.job.settings`)."""
 
+    engine: str = OCR_FIELDS["engine"].default
     page_batch_size: int = OCR_FIELDS["page_batch_size"].default
     rec_batch_size: int = OCR_FIELDS["rec_batch_size"].default
     det_limit_side_len: int = OCR_FIELDS["det_limit_side_len"].default
@@ -327,7 +328,8 @@ def parse_spec(spec: dict[str, Any]) -> JobSpec:
         image_pull_policy=r.choice("imagePullPolicy"),
         image_pull_secrets=pull_secrets,
         models=_models(r),
-        ocr=OcrSpec(**{name: r.integer(f.path) for name, f in OCR_FIELDS.items()}),  # type: ignore[arg-type]
+        ocr=OcrSpec(**{name: r.choice(f.path) if f.choices else r.integer(f.path)  # type: ignore[arg-type]
+                       for name, f in OCR_FIELDS.items()}),
         device=r.choice("device"),
         workers_per_pod=r.integer("workersPerPod"),  # type: ignore[arg-type]
         resources={k: dict(v) for k, v in resources.items() if v},

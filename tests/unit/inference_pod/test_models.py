@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from inference_pod import models
+from inference_pod.job.settings import ENGINE_ONNXRUNTIME, ENGINE_PADDLE
 from inference_pod.job.storage import LocalStorage, ObjectInfo
 from inference_pod.models import (
+    BUNDLE_DIR_NAME,
     BUNDLE_MARKER,
     DET_NAME,
     DOWNLOAD_MARKER,
@@ -28,7 +30,7 @@ from inference_pod.models import (
     resolve_models,
 )
 
-FILES = ("inference.pdmodel", "inference.pdiparams", "inference.yml")
+FILES = ("inference.onnx", "inference.pdmodel", "inference.pdiparams", "inference.yml")
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +135,25 @@ def test_missing_rapidocr_says_how_to_install(monkeypatch: pytest.MonkeyPatch, t
     assert not (tmp_path / "models").exists()
 
 
+def test_onnx_weights_other_than_the_pinned_ones_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A rapidocr-onnxruntime whose det model is not the pinned export (another version, a damaged file).
+    package = tmp_path / "rapidocr_onnxruntime"
+    shutil.copytree(models.rapidocr_onnx_package_dir() / "models", package / "models")
+    (package / "models" / "ch_PP-OCRv4_det_infer.onnx").write_bytes(b"not the model")
+    monkeypatch.setattr(models, "rapidocr_onnx_package_dir", lambda: package)
+    with pytest.raises(ModelError, match=r"not the pinned file.*pip install --no-deps --force-reinstall "
+                                         r"rapidocr-onnxruntime==1\.4\.4"):
+        bundle_rapidocr_models(tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+
+
 def test_default_model_source_follows_env(tmp_path: Path) -> None:
     source = default_model_source({"OCRJOB_MODELS_DIR": str(tmp_path)})
     assert source == ModelSource(DET_NAME, str(tmp_path / DET_NAME), REC_NAME, str(tmp_path / REC_NAME))
     fallback = default_model_source({"OCRJOB_CACHE": str(tmp_path / "cache")})
-    assert fallback.det_location == str(tmp_path / "cache" / "models" / "pp-ocrv4-mobile" / DET_NAME)
+    assert fallback.det_location == str(tmp_path / "cache" / "models" / BUNDLE_DIR_NAME / DET_NAME)
     home = default_model_source({})
-    assert home.rec_location.endswith(os.path.join(".cache", "ocrjob", "models", "pp-ocrv4-mobile", REC_NAME))
+    assert home.rec_location.endswith(os.path.join(".cache", "ocrjob", "models", BUNDLE_DIR_NAME, REC_NAME))
 
 
 # -- resolve: local directories ------------------------------------------------------------------------
@@ -166,8 +180,14 @@ def test_resolve_missing_dir_and_missing_weights(bundle: ModelSpec, tmp_path: Pa
         resolve_models(ModelSource.bundled(tmp_path / "nowhere"), tmp_path / "cache")
     root = _copy_bundle(bundle, tmp_path / "models")
     (root / REC_NAME / "inference.pdmodel").unlink()
-    with pytest.raises(ModelDirError, match=r"lacks inference\.pdmodel \(or inference\.json\)"):
-        resolve_models(ModelSource.bundled(root), tmp_path / "cache")
+    with pytest.raises(ModelDirError, match=r"lacks inference\.pdmodel \(or inference\.json\).*paddle engine"):
+        resolve_models(ModelSource.bundled(root), tmp_path / "cache", engine=ENGINE_PADDLE)
+    # The ONNX weights are still there: the onnxruntime engine (and a check for either format) accepts it.
+    assert resolve_models(ModelSource.bundled(root), tmp_path / "cache", engine=ENGINE_ONNXRUNTIME).rec_dir
+    assert resolve_models(ModelSource.bundled(root), tmp_path / "cache").rec_dir
+    (root / DET_NAME / "inference.onnx").unlink()
+    with pytest.raises(ModelDirError, match=r"lacks inference\.onnx.*onnxruntime engine.*paddle2onnx"):
+        resolve_models(ModelSource.bundled(root), tmp_path / "cache", engine=ENGINE_ONNXRUNTIME)
 
 
 def test_resolve_accepts_inference_json_instead_of_pdmodel(bundle: ModelSpec, tmp_path: Path) -> None:
@@ -243,17 +263,17 @@ def test_resolve_s3_downloads_once_and_reuses(bucket: FakeBucket, tmp_path: Path
         for name in ("inference.yml", "inference.pdiparams", "inference.pdmodel"):
             assert (directory / name).read_bytes() == (bucket.root / "models" / src / name).read_bytes()
         assert json.loads((directory / DOWNLOAD_MARKER).read_text())["location"].startswith("s3://bucket/models/")
-    assert bucket.downloads == 6
+    assert bucket.downloads == 8
 
     again = resolve_models(S3_SOURCE, cache, open_storage=bucket)
-    assert again == spec and bucket.downloads == 6 and len(bucket.opened) == 2  # reused, S3 not even listed
+    assert again == spec and bucket.downloads == 8 and len(bucket.opened) == 2  # reused, S3 not even listed
 
 
 def test_resolve_s3_redownloads_a_damaged_cache(bucket: FakeBucket, tmp_path: Path) -> None:
     spec = resolve_models(S3_SOURCE, tmp_path / "cache", open_storage=bucket)
     (spec.rec_dir / "inference.pdiparams").write_bytes(b"short")
     assert resolve_models(S3_SOURCE, tmp_path / "cache", open_storage=bucket) == spec
-    assert bucket.downloads == 9  # only the rec prefix again
+    assert bucket.downloads == 12  # only the rec prefix again
     assert (spec.rec_dir / "inference.pdiparams").stat().st_size > 1000
 
 
@@ -294,4 +314,4 @@ def test_cache_root_follows_ocrjob_cache_then_xdg_then_home(tmp_path: Path) -> N
     assert default_cache_dir({"OCRJOB_CACHE": str(tmp_path / "c"), "XDG_CACHE_HOME": "/x"}) == tmp_path / "c"
     assert default_cache_dir({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "ocrjob"
     assert default_cache_dir({}) == Path.home() / ".cache" / "ocrjob"
-    assert default_models_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ocrjob" / "models" / "pp-ocrv4-mobile"
+    assert default_models_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ocrjob" / "models" / BUNDLE_DIR_NAME
