@@ -117,6 +117,20 @@ def test_operator_starts_as_uid_without_passwd_entry(unpacked: dict[str, tuple[O
                         args=["python", "-c", "from ocrjob_operator import leader; print(leader.make_identity())"])
     assert identity.returncode == 0, identity.stderr
     assert identity.stdout.strip()
+    probe = "\n".join([
+        "import errno, os",
+        "try:",
+        "    open('/probe', 'w')",
+        "except OSError as e:",
+        "    assert e.errno == errno.EROFS, e",
+        "else:",
+        "    raise SystemExit('root filesystem is writable')",
+        "open('/tmp/probe', 'w').write('x')",
+        "print(os.getuid(), os.getgid(), os.listdir('/sys/class/net'))",
+    ])
+    shaped = runc.run(oci, rootfs, tmp_path / "probe", args=["python", "-c", probe])
+    assert shaped.returncode == 0, shaped.stderr
+    assert shaped.stdout.split(None, 2)[:2] == ["10001", "10001"] and "eth" not in shaped.stdout
     # The image's own command runs to where it needs a cluster (there is none: a configuration error).
     started = runc.run(oci, rootfs, tmp_path / "start")
     assert started.returncode != 0 and "Kubernetes client" in started.stderr, started.stderr

@@ -62,6 +62,7 @@ def _prune(image: BuiltImage) -> None:
     for ref in buildah.images_named(repository(image.name)):
         if not archive_path(image.name, ref.rsplit(":", 1)[1]).exists():  # tags live as long as their archive
             buildah.remove_image(ref)
+    buildah.remove_dangling()  # a rebuilt key's earlier image, untagged when the new one took its name
 
 
 def ensure(name: str) -> BuiltImage:
