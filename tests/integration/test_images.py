@@ -22,6 +22,7 @@ import pytest
 from inference_pod.local.samples import render_page
 from tests.support import buildah, runc
 from tests.support.image_recipes import BUILD_CERTS_DIR, HOST_CA_BUNDLE
+from tests.support.imagecache import KEEP_PER_NAME
 from tests.support.images import NAMES, BuiltImage, ensure
 from tests.support.ociarchive import OciImage, open_archive, unpack
 
@@ -116,6 +117,20 @@ def test_operator_starts_as_uid_without_passwd_entry(unpacked: dict[str, tuple[O
                         args=["python", "-c", "from ocrjob_operator import leader; print(leader.make_identity())"])
     assert identity.returncode == 0, identity.stderr
     assert identity.stdout.strip()
+    probe = "\n".join([
+        "import errno, os",
+        "try:",
+        "    open('/probe', 'w')",
+        "except OSError as e:",
+        "    assert e.errno == errno.EROFS, e",
+        "else:",
+        "    raise SystemExit('root filesystem is writable')",
+        "open('/tmp/probe', 'w').write('x')",
+        "print(os.getuid(), os.getgid(), os.listdir('/sys/class/net'))",
+    ])
+    shaped = runc.run(oci, rootfs, tmp_path / "probe", args=["python", "-c", probe])
+    assert shaped.returncode == 0, shaped.stderr
+    assert shaped.stdout.split(None, 2)[:2] == ["10001", "10001"] and "eth" not in shaped.stdout
     # The image's own command runs to where it needs a cluster (there is none: a configuration error).
     started = runc.run(oci, rootfs, tmp_path / "start")
     assert started.returncode != 0 and "Kubernetes client" in started.stderr, started.stderr
@@ -149,7 +164,8 @@ def test_cpu_inference_image_defaults(unpacked: dict[str, tuple[OciImage, Path]]
 
 def test_concurrent_builders_build_once_then_stale_entries_are_pruned(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """In a private cache (and store): two processes ask for pause at once; one builds, both get it."""
+    """In a private cache (and store): two processes ask for pause at once; one builds, both get it. The next
+    build prunes archives beyond the newest few, dead builders' temp files, and tags without an archive."""
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("OCRJOB_CACHE", str(tmp_path / "cache"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "operator")])}
@@ -164,17 +180,19 @@ def test_concurrent_builders_build_once_then_stale_entries_are_pruned(tmp_path: 
         image = ensure("pause")
         assert outs[0][0].split() == [image.name, image.ref, str(image.archive)]
 
-        stale_tag = image.ref.rsplit(":", 1)[0] + ":000000000000"
-        buildah.run("tag", image.ref, stale_tag)
-        stale = image.archive.with_name("pause-000000000000.oci.tar")
-        stale.write_bytes(b"")
+        buildah.run("tag", image.ref, image.ref.rsplit(":", 1)[0] + ":999999999999")  # a tag without archive
+        older = [image.archive.with_name(f"pause-{i:012d}.oci.tar") for i in range(KEEP_PER_NAME)]
+        for age, path in enumerate(older):  # older[0] newest
+            path.write_bytes(b"")
+            os.utime(path, (1e9 - age, 1e9 - age))
         dead_builder = image.archive.with_name(f".{image.archive.name}.tmp-{2**22 + 1}")  # above pid_max's default
         dead_builder.write_bytes(b"")
         neighbour = image.archive.with_name("pause-x-000000000000.oci.tar")  # another image's name, kept
         neighbour.write_bytes(b"")
         image.archive.unlink()
         assert ensure("pause") == image and image.archive.is_file()
-        assert not stale.exists() and not dead_builder.exists() and neighbour.exists()
+        assert [p.exists() for p in older] == [True] * (KEEP_PER_NAME - 1) + [False]  # the newest few are kept
+        assert not dead_builder.exists() and neighbour.exists()
         assert buildah.images_named(image.ref.rsplit(":", 1)[0]) == [image.ref]
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path / "cache")], check=False)

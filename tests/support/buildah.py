@@ -103,6 +103,11 @@ def remove_image(ref: str) -> None:
         run("rmi", ref)
 
 
+def remove_dangling() -> None:
+    with contextlib.suppress(BuildahError):
+        run("rmi", "--prune")
+
+
 def images_named(repository: str) -> list[str]:
     """Every tag of `repository` in the store, as full references."""
     listed = json.loads(run("images", "--json") or "null") or []  # "null" when the store is empty

@@ -18,7 +18,10 @@ from inference_pod.models import default_cache_dir
 
 KEY_CHARS = 12  # of the sha256 hex digest, in tags and file names
 ARCHIVE_SUFFIX = ".oci.tar"
-LOCK_TIMEOUT_S = 3600.0  # a cold inference image build downloads Paddle: allow a slow mirror
+LOCK_TIMEOUT_S = 3600.0
+# Archives kept per image name, the newest first: checkouts of different versions share this cache (worktrees,
+# a test run beside a development build); pruning all but one key would make them rebuild each other's.
+KEEP_PER_NAME = 3  # a cold inference image build downloads Paddle: allow a slow mirror
 
 
 class ImageCacheError(RuntimeError):
@@ -71,12 +74,15 @@ def temp_path(final: Path) -> Path:
 
 
 def stale_archives(name: str, keep: Path) -> list[Path]:
-    """Archives of `name` other than `keep` (and temp files left by dead builders of it)."""
-    out = []
+    """Archives of `name` beyond the KEEP_PER_NAME newest (`keep` always stays), and temp files left by dead
+    builders of it."""
+    others = []
     for path in images_dir().glob(f"{name}-*{ARCHIVE_SUFFIX}"):
         rest = path.name[len(name) + 1:-len(ARCHIVE_SUFFIX)]
         if path != keep and len(rest) == KEY_CHARS:  # "python-base-…" is not an archive of "python"
-            out.append(path)
+            others.append(path)
+    others.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    out = others[KEEP_PER_NAME - 1:]
     for path in images_dir().glob(f".{name}-*{ARCHIVE_SUFFIX}.tmp-*"):
         pid = path.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():

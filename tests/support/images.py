@@ -2,8 +2,8 @@
 
 ``ensure(name)`` returns a ``BuiltImage`` whose OCI archive exists (``ctr images import`` takes it) and whose
 reference is in the private buildah store; it builds only when the content key changed. Concurrent callers
-are serialised per image name; an archive appears atomically (written aside, then renamed); older archives
-and tags of the same image are pruned.
+are serialised per image name; an archive appears atomically (written aside, then renamed); archives of the
+same image beyond its few newest (imagecache.KEEP_PER_NAME) are pruned, and tags whose archive is gone.
 
     python -m tests.support.images build [NAME...]     # prints "NAME REF ARCHIVE" per image
 """
@@ -60,8 +60,9 @@ def _prune(image: BuiltImage) -> None:
     for path in stale_archives(image.name, image.archive):
         path.unlink(missing_ok=True)
     for ref in buildah.images_named(repository(image.name)):
-        if ref != image.ref:
+        if not archive_path(image.name, ref.rsplit(":", 1)[1]).exists():  # tags live as long as their archive
             buildah.remove_image(ref)
+    buildah.remove_dangling()  # a rebuilt key's earlier image, untagged when the new one took its name
 
 
 def ensure(name: str) -> BuiltImage:
