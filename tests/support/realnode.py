@@ -60,6 +60,7 @@ NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 CTR_NAMESPACE = "k8s.io"  # the CRI plugin's containerd namespace
 REPO = Path(__file__).resolve().parents[2]
 FAKEGPU_BUILD = REPO / "scripts" / "build-fakegpu.sh"
+FAKEGPU_REGISTERED = f"registered {GPU} "  # tests/support/fakegpu/main.go logs it after each Register
 
 
 @dataclass(frozen=True)
@@ -257,10 +258,25 @@ class RealNode:
     def restart_kubelet(self, timeout: float = 120, **overrides: Any) -> None:
         """Stop and start the kubelet, e.g. with new eviction thresholds (`eviction_hard={...}`); returns once
         the new kubelet has reported the node Ready (a kubelet that refuses its settings fails here)."""
+        registrations = self.plugin_registrations()
         self.stop_kubelet()
-        began = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # heartbeats have 1 s resolution
         self.start_kubelet(**overrides)
-        self.wait_ready(timeout, heartbeat_since=began)
+        if self.spec.gpus:
+            # Until the plugin registered with the new kubelet, it admits no GPU pod (UnexpectedAdmissionError).
+            wait_until(lambda: self.plugin_registrations() > registrations, timeout=timeout,
+                       what="the device plugin to register with the new kubelet",
+                       abort=lambda: self._check_alive("kubelet") or self._check_alive("fakegpu"),
+                       on_timeout=lambda: self._context("kubelet", "fakegpu"))
+        # A status written after now (heartbeats have 1 s resolution) comes from the new kubelet and has the GPUs.
+        since = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=1)
+        self.wait_ready(timeout, heartbeat_since=since)
+
+    def plugin_registrations(self) -> int:
+        """How often the fake-GPU plugin has registered with a kubelet (its log says so once each time)."""
+        try:
+            return self.logs["fakegpu"].read_text().count(FAKEGPU_REGISTERED)
+        except FileNotFoundError:
+            return 0
 
     def restart_containerd(self, timeout: float = 60) -> None:
         """Stop and start containerd (its containers survive in their shims, as on a real node)."""
