@@ -31,7 +31,9 @@ import kubernetes
 
 from inference_pod.models import default_cache_dir
 from ocrjob_operator.api.client import Client, load_config
-from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir
+from tests.support import sample_job
+from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir, venv_tool
+from tests.support.operator_deploy import deploy_operator, write_local_overlay
 from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
 from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
@@ -225,6 +227,14 @@ def _serve(state_dir: Path, process_node: bool) -> int:
             except Exception as exc:  # the cluster is still useful without it: say so and go on
                 print(f"WARNING: image {UP_INFERENCE_IMAGE} not available ({type(exc).__name__}: {exc}); "
                       f"OCRJOB_INFERENCE_IMAGE is not exported", file=sys.stderr, flush=True)
+            # As a user installs it: the manifests through a local overlay (image name and pull policy only).
+            overlay = write_local_overlay(state_dir / "operator-overlay", cluster.real_node_image("operator"))
+            deploy_operator(cluster.kubeconfig, overlay, venv_tool("kubectl"))
+            print(f"operator deployed from {overlay} (kubectl apply -k)", flush=True)
+            inference = cluster.image_refs.get(UP_INFERENCE_IMAGE)
+            if inference and cluster.s3 is not None and cluster.s3_endpoint_in_cluster:
+                sample = sample_job.prepare(cluster.s3, cluster.s3_endpoint_in_cluster, inference, state_dir)
+                print(f"sample job: kubectl apply -f {sample} && kubectl get ocr -w", flush=True)
         state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
                  "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
                  "s3_endpoint_in_cluster": cluster.s3_endpoint_in_cluster,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -234,3 +235,17 @@ class OperatorPod:
 
     def running(self) -> bool:
         return bool(self.pod_name) and self._container_state() == "running"
+
+
+def deploy_operator(kubeconfig: Path, overlay: Path, kubectl: str, timeout: float = 300) -> None:
+    """`kubectl apply -k overlay` (CRD, RBAC, admission policies, the Deployment), then wait for the rollout."""
+    def run(*args: str) -> None:
+        proc = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+
+    run("apply", "--server-side", "--force-conflicts", "-k", str(overlay))
+    deployment = manifest_deployment()["metadata"]
+    run("-n", deployment["namespace"], "rollout", "status", f"deployment/{deployment['name']}",
+        f"--timeout={int(timeout)}s")
