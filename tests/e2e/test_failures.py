@@ -22,7 +22,9 @@ OUTAGE_SECONDS = 60
 FAIL_FAST_SECONDS = 60  # a permanent error fails the job within this (it was ~12 minutes of retries)
 # A fault must land while a shard is midway, seen in its 5-s heartbeat: on ONNX Runtime (the default) a shard
 # of a few small pages can finish between two heartbeats; Paddle's engine is several times slower per page.
+# And enough pages that the shard runs for several heartbeats even when it is fast.
 MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
+MIDWAY_DOCUMENTS = 16
 
 
 def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
@@ -46,11 +48,12 @@ def midway(env: Env, job: str, pod: str, total: int) -> bool:
 
 @pytest.mark.slow
 def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None:
-    env.upload(6, seed=71)
+    env.upload(MIDWAY_DOCUMENTS, seed=71)
     # No counted retry allowed: a shard that loses storage must not spend the budget.
     env.jobs.create(env.job("outage", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("outage", 0, 0)
-    wait_until(lambda: midway(env, "outage", first, 6), timeout=240, interval=0.3, what="shard 0 to be midway")
+    wait_until(lambda: midway(env, "outage", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
+               what="shard 0 to be midway")
     s3_server.stop()
     began, seen_down = time.monotonic(), None
     try:
@@ -67,7 +70,7 @@ def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None
     assert status["phase"] == "Succeeded", status
     assert status["retries"]["counted"] == 0 and not status.get("failedShards")
     assert condition(status, "StorageAvailable")["status"] == "True"
-    assert status["items"]["done"] == 6
+    assert status["items"]["done"] == MIDWAY_DOCUMENTS
 
 
 @pytest.mark.parametrize(("name", "change", "reason"), [
@@ -101,10 +104,11 @@ def test_an_unschedulable_job_fails_with_the_schedulers_reason(env: Env) -> None
 
 @pytest.mark.slow
 def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: Env, k8s_client: Client) -> None:
-    env.upload(8, seed=74)
+    env.upload(MIDWAY_DOCUMENTS, seed=74)
     env.jobs.create(env.job("vanish", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("vanish", 0, 0)
-    wait_until(lambda: midway(env, "vanish", first, 8), timeout=240, interval=0.3, what="shard 0 to be midway")
+    wait_until(lambda: midway(env, "vanish", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
+               what="shard 0 to be midway")
     k8s_client.delete_pod(env.namespace, first, 0)  # force: no graceful stop, no Failed phase, no trace
     status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
@@ -117,10 +121,11 @@ def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: E
 
 @pytest.mark.slow
 def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
-    env.upload(8, seed=75)
+    env.upload(MIDWAY_DOCUMENTS, seed=75)
     env.jobs.create(env.job("sigkill", ocr=MIDWAY_OCR, retries={"perShard": 1, "backoffSeconds": 1}))
     first = pod_name("sigkill", 0, 0)
-    wait_until(lambda: midway(env, "sigkill", first, 8), timeout=240, interval=0.3, what="shard 0 to be midway")
+    wait_until(lambda: midway(env, "sigkill", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
+               what="shard 0 to be midway")
     env.cluster.node.sigkill(env.namespace, first)
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
