@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from inference_pod.job.settings import ENGINE_PADDLE
 from inference_pod.local.samples import generate_corpus
 from ocrjob_operator.api.client import Client
 from tests.e2e.operator_harness import (
@@ -27,6 +28,11 @@ from tests.e2e.operator_harness import (
 from tests.support.procs import tail, wait_until
 
 SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
+# A fault must land while a shard is midway, seen in its 5-s heartbeat: on ONNX Runtime (the default) a shard
+# of a few small pages can finish between two heartbeats; Paddle's engine is several times slower per page.
+# And enough pages that the shard runs for several heartbeats even when it is fast.
+MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
+MIDWAY_DOCUMENTS = 16
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,15 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout
-from inference_pod.job.settings import ENGINE_PADDLE
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
 from tests.e2e.operator_harness import Jobs, ocrjob
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
 OUTAGE_SECONDS = 60
 FAIL_FAST_SECONDS = 60  # a permanent error fails the job within this (it was ~12 minutes of retries)
-# A fault must land while a shard is midway, seen in its 5-s heartbeat: on ONNX Runtime (the default) a shard
-# of a few small pages can finish between two heartbeats; Paddle's engine is several times slower per page.
-# And enough pages that the shard runs for several heartbeats even when it is fast.
-MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
-MIDWAY_DOCUMENTS = 16
 
 
 def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:

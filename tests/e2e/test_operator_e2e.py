@@ -18,7 +18,7 @@ from inference_pod.job import layout
 from inference_pod.job.plan import manifest_key
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
 from tests.e2e.operator_harness import (
     REPO,
     Jobs,
@@ -114,8 +114,8 @@ def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_re
 # -- faults ------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
-    corpus = env.upload(8, seed=21)
-    env.jobs.create(env.job("killed", retries={"perShard": 1, "backoffSeconds": 1}))
+    corpus = env.upload(MIDWAY_DOCUMENTS, seed=21)
+    env.jobs.create(env.job("killed", ocr=MIDWAY_OCR, retries={"perShard": 1, "backoffSeconds": 1}))
     uid = env.jobs.wait_status("killed", lambda s: s.get("planLocation"), 60, "planned") and \
         env.jobs.get("killed")["metadata"]["uid"]
 
@@ -123,7 +123,7 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
         beat = heartbeat(env, uid, 0)
         items = (beat or {}).get("items") or {}
         done = items.get("ok", 0) + items.get("failed", 0) + items.get("skipped", 0)
-        return bool(beat) and beat.get("pod") == "killed-s0-a0" and 1 <= done < 8
+        return bool(beat) and beat.get("pod") == "killed-s0-a0" and 1 <= done < MIDWAY_DOCUMENTS
 
     wait_until(midway, timeout=180, interval=0.3, what="shard 0 to be midway")
     env.cluster.node.oom_kill(env.namespace, "killed-s0-a0")
@@ -134,7 +134,7 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
     assert len(retried) == 1 and "OOMKilled" in retried[0] and "retry 1/1" in retried[0]
     shard = env.result(f"out/{layout.shard_summary_key(uid, 0)}")
     assert shard["attempt"] == "1" and shard["items"]["skipped"] >= 1  # resumed: earlier results kept
-    assert shard["items"]["ok"] + shard["items"]["skipped"] == 8
+    assert shard["items"]["ok"] + shard["items"]["skipped"] == MIDWAY_DOCUMENTS
     for name, words in corpus.items():
         assert set(words) <= words_of(env.result(f"out/{layout.result_key(name)}"))
 
