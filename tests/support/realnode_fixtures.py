@@ -12,7 +12,6 @@ A failing test's report gets the tails of the kubelet, containerd and device-plu
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
@@ -25,6 +24,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import LocalCluster
+from tests.support.cluster_fixtures import running
 from tests.support.procs import tail, wait_until
 from tests.support.realnode import real_gpu_node_spec
 
@@ -49,14 +49,8 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         pytest.skip(reason)
     local = LocalCluster(tmp_path_factory.mktemp("real-cluster"), real_node=real_gpu_node_spec(gpus=REAL_NODE_GPUS),
                          with_s3=True)
-    atexit.register(local.stop)  # last resort if the session dies before teardown
-    _running.append(local)
-    try:
-        yield local.start()
-    finally:
-        local.stop()
-        _running.remove(local)
-        atexit.unregister(local.stop)
+    with running(local, _running) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
