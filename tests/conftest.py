@@ -9,7 +9,6 @@ os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
 
 pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
-    "tests.support.realnode_fixtures",
     "tests.support.s3_fixtures",
     "tests.support.ocr_fixtures",
 ]

@@ -196,6 +196,11 @@ def classify_pod(pod: dict[str, Any], now: float) -> PodOutcome:
             return out(Category.CONFIG_ERROR, reason, f"{waiting.get('message') or reason}; {hint}")
     if phase == "Running" and state.get("running"):
         return out(Category.RUNNING, "Running", "")
+    if terminated:  # the container ended; a real kubelet sets the pod's terminal phase once it has cleaned up
+        exit_reason = terminated.get("reason") or "no reason"
+        return out(Category.TERMINATING, "ContainerExited",
+                   f"the container exited with code {terminated.get('exitCode')} ({exit_reason}); "
+                   "the kubelet is finishing the pod")
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if scheduled is not None and scheduled.get("status") == "False":
         reason = scheduled.get("reason") or "Unschedulable"

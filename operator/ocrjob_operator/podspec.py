@@ -45,6 +45,9 @@ from ocrjob_operator.api.spec import JobSpec
 LOADER_GRACE_SECONDS: float = settings.default("grace_seconds")  # after SIGTERM the loader flushes within this
 TERMINATION_GRACE_SECONDS = math.ceil(LOADER_GRACE_SECONDS) + 5
 DEFAULT_REQUESTS = {"cpu": "1", "memory": "4Gi"}
+# The root filesystem is read-only; the image keeps HOME and every cache under /tmp (manifests/docker), an emptyDir.
+SCRATCH_VOLUME = "tmp"
+SCRATCH_MOUNT = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,11 @@ def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: st
             "terminationMessagePath": DEFAULT_TERMINATION_LOG,
             # The loader writes a JSON shard summary there; the log tail is the fallback for crashes.
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT}],
         }],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {}}],
     }
     container = pod_spec["containers"][0]
     if spec.image_pull_policy:

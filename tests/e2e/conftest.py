@@ -1,10 +1,10 @@
-"""Fixtures shared by the end-to-end suites: the CRD and RBAC installed, the operator's own kubeconfig,
-the bundled models for shard pods, and `env` — a namespace with the S3 Secret and a running operator."""
+"""Fixtures shared by the end-to-end suites: the CRD, RBAC and admission policies installed from manifests/, and
+`env` — a namespace with the S3 Secret and the operator running in-cluster on the real node (its image, the
+manifests' pod template, its ServiceAccount), shard pods of the CPU inference image reaching the session's S3."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,6 @@ from inference_pod.local.samples import generate_corpus
 from ocrjob_operator.api.client import Client
 from tests.e2e.operator_harness import (
     Jobs,
-    OperatorProcess,
     PodRecorder,
     grant_operator,
     install,
@@ -25,6 +24,8 @@ from tests.e2e.operator_harness import (
     operator_kubeconfig,
     upload_dir,
 )
+from tests.support.cluster import LocalCluster
+from tests.support.operator_deploy import OperatorPod
 from tests.support.procs import tail, wait_until
 
 SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
@@ -33,53 +34,52 @@ SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
 # And enough pages that the shard runs for several heartbeats even when it is fast.
 MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
 MIDWAY_DOCUMENTS = 16
+INFERENCE_IMAGE = "inference-cpu"  # tests.support.images names
+OPERATOR_IMAGE = "operator"
 
 
 @pytest.fixture(scope="session")
-def k8s_client(cluster: Any) -> Client:
+def k8s_client(cluster: LocalCluster) -> Client:
     """A cluster-admin `Client`: the same client (and error types) as the operator and the CLI."""
     return cluster.client()
 
 
 @pytest.fixture(scope="module")
-def installed(cluster: Any) -> Path:
+def installed(cluster: LocalCluster) -> Path:
     install(cluster.kubeconfig)
     return cluster.kubeconfig
 
 
 @pytest.fixture(scope="module")
 def op_kubeconfig(installed: Path, k8s_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig with a token of the operator's ServiceAccount: requests made with the operator's rights."""
     return operator_kubeconfig(k8s_client, installed, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
-@pytest.fixture(scope="module")
-def models_env(ocr_models: Any) -> Iterator[None]:
-    """Shard pods without spec.models use the image's bundled models: here OCRJOB_MODELS_DIR, which the
-    process node passes through to every pod process."""
-    old = os.environ.get("OCRJOB_MODELS_DIR")
-    os.environ["OCRJOB_MODELS_DIR"] = str(Path(ocr_models.det_dir).parent)
-    yield
-    if old is None:
-        os.environ.pop("OCRJOB_MODELS_DIR", None)
-    else:
-        os.environ["OCRJOB_MODELS_DIR"] = old
+def new_operator(cluster: LocalCluster, namespace: str, workdir: Path, args: tuple[str, ...] = (),
+                   name: str = "operator") -> OperatorPod:
+    """An operator pod watching `namespace`, not started yet (`start()` it)."""
+    assert cluster.real_node is not None
+    return OperatorPod(cluster.api_client, namespace, cluster.real_node_image(OPERATOR_IMAGE), workdir,
+                       sigkill=cluster.real_node.sigkill, args=args, name=name)
 
 
 @dataclass
 class Env:
-    cluster: Any
+    cluster: LocalCluster
     namespace: str
     jobs: Jobs
-    operator: OperatorProcess
+    operator: OperatorPod
     pods: PodRecorder
     s3: Any
     bucket: str
-    endpoint: str
+    endpoint: str  # S3 as pods (and the operator) reach it
+    image: str  # the CPU inference image on the node
     admin_kubeconfig: Path
     tmp: Path
 
     def job(self, name: str, **spec: Any) -> dict[str, Any]:
-        return ocrjob(name, self.namespace, self.bucket, self.endpoint, **spec)
+        return ocrjob(name, self.namespace, self.bucket, self.endpoint, self.image, **spec)
 
     def upload(self, count: int, seed: int, prefix: str = "in") -> dict[str, list[str]]:
         folder = self.tmp / f"docs-{prefix}-{seed}"
@@ -103,16 +103,18 @@ class Env:
 
 
 @pytest.fixture
-def env(cluster: Any, k8s_client: Client, namespace: str, s3_server: Any, s3_bucket: str,
-        op_kubeconfig: Path, models_env: None, tmp_path: Path) -> Iterator[Env]:
+def env(cluster: LocalCluster, installed: Path, k8s_client: Client, namespace: str, s3_server: Any,
+        s3_bucket: str, tmp_path: Path) -> Iterator[Env]:
     jobs = Jobs(k8s_client, namespace)
     jobs.create_secret(s3_server.access_key, s3_server.secret_key)
     grant_operator(cluster.kubeconfig, namespace)
-    operator = OperatorProcess(op_kubeconfig, namespace, tmp_path)
+    operator = new_operator(cluster, namespace, tmp_path)
+    endpoint, image = cluster.s3_endpoint_in_cluster, cluster.real_node_image(INFERENCE_IMAGE)
+    assert endpoint, "the cluster's real node exposes S3"
     pods = PodRecorder(cluster.api_client, namespace).start()
     try:
         operator.start()
-        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, s3_server.endpoint,
+        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, endpoint, image,
                   cluster.kubeconfig, tmp_path)
     finally:
         # Remove the jobs while the operator still runs (it owns their finalizer), then stop it.

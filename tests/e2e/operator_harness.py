@@ -1,17 +1,14 @@
-"""Helpers for the operator's end-to-end tests: install from manifests/, run the operator as a process with
-its ServiceAccount's identity (so RBAC is really exercised), watch pods, build OcrJobs, upload documents.
-Requests go through the operator's and the CLI's own `Client`; only the pod watch uses the kubernetes client
-directly (the Client has no watch)."""
+"""Helpers for the operator's end-to-end tests: install from manifests/, grant the operator (which runs in-cluster
+from its image under its ServiceAccount: tests/support/operator_deploy.py) one namespace, watch pods, build
+OcrJobs, upload documents. Requests go through the operator's and the CLI's own `Client`; only the pod watch uses
+the kubernetes client directly (the Client has no watch)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +19,13 @@ from kubernetes.client.exceptions import ApiException
 
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError, NotFound
-from ocrjob_operator.api.names import GROUP, LABEL_JOB, LEASE_NAME, OPERATOR_NAMESPACE, PLURAL, VERSION
+from ocrjob_operator.api.names import GROUP, LABEL_JOB, OPERATOR_NAMESPACE, PLURAL, VERSION
 from tests.support.controlplane import venv_tool
 from tests.support.pki import write_kubeconfig
-from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
+from tests.support.procs import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_SA = rbac.OPERATOR_SERVICE_ACCOUNT
-# Never hand the operator S3 credentials through its environment: it must use the Secret the job names.
-_SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-                 "KUBERNETES_SERVICE_HOST", "KUBECONFIG")
 
 
 def kubectl(kubeconfig: Path, *args: str, timeout: float = 60, check: bool = True,
@@ -71,68 +65,6 @@ def operator_kubeconfig(client: Client, admin_kubeconfig: Path, dest: Path) -> P
     cluster = admin["clusters"][0]["cluster"]
     return write_kubeconfig(dest, server=cluster["server"], ca=Path(cluster["certificate-authority"]),
                             user=rbac.OPERATOR_USER, token=token)
-
-
-def lease_name(namespace: str) -> str:
-    """The Lease the operators of one test namespace elect their leader on (one per namespace: a test's operator
-    never waits for an operator that an earlier test killed, in another namespace)."""
-    return f"{LEASE_NAME}-{namespace}"
-
-
-class OperatorProcess:
-    """`python -m ocrjob_operator --namespace NS` as a child process; `kill()` simulates a crash. `args` are added
-    to the command line; `name` tells its log apart from another instance's."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, args: tuple[str, ...] = (),
-                 name: str = "operator") -> None:
-        self.kubeconfig, self.namespace, self.args, self.name = kubeconfig, namespace, tuple(args), name
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = self.liveness_port = 0
-        self.starts = 0
-
-    def start(self, timeout: float = 60) -> OperatorProcess:
-        """Start it and wait for its liveness endpoint (served by a standby too: this does not wait for it to
-        lead)."""
-        self.metrics_port, self.liveness_port = free_ports(2)
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        # This checkout's packages (the operator lives in operator/), whatever the venv's editable install names.
-        env.update(KUBECONFIG=str(self.kubeconfig), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "operator")]),
-                   PYTHONUNBUFFERED="1", POD_NAME=self.name)  # as the downward API does: its leader identity
-        argv = [sys.executable, "-m", "ocrjob_operator", "--namespace", self.namespace,
-                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-                "--lease-namespace", OPERATOR_NAMESPACE, "--lease-name", lease_name(self.namespace), *self.args]
-        with open(self.log, "a") as log:
-            log.write(f"\n===== operator start #{self.starts + 1} =====\n")
-        self.proc = spawn(argv, self.log, env=env, cwd=REPO)
-        self.starts += 1
-        wait_until(self._healthy, timeout=timeout, interval=0.3, what="the operator's liveness endpoint",
-                   abort=lambda: f"exited with {self.proc.returncode}" if self.proc and self.proc.poll() is not None
-                   else None, on_timeout=lambda: tail(self.log, 40))
-        return self
-
-    def _healthy(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
-            return resp.status == 200
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up of any kind, like a node crash or an OOM kill of the operator."""
-        if self.proc is not None:
-            stop_group(self.proc, grace=0)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, grace=20)
-            self.proc = None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @dataclass
@@ -200,12 +132,15 @@ class PodRecorder:
             self._thread.join(timeout=15)
 
 
-def ocrjob(name: str, namespace: str, bucket: str, endpoint: str, **spec: Any) -> dict[str, Any]:
+def ocrjob(name: str, namespace: str, bucket: str, endpoint: str, image: str = "ocrjob/inference:test",
+           **spec: Any) -> dict[str, Any]:
+    """An OcrJob of one small CPU shard; `image` is one the node has (never pulled: there is no registry)."""
     body = {
         "input": {"uri": f"s3://{bucket}/in"},
         "output": {"uri": f"s3://{bucket}/out"},
         "s3": {"endpoint": endpoint, "region": "us-east-1", "credentialsSecret": {"name": "s3-credentials"}},
-        "image": "ocrjob/inference:test",
+        "image": image,
+        "imagePullPolicy": "Never",
         "device": "cpu",
         "sharding": {"shardCount": 1},
         "parallelism": 1,

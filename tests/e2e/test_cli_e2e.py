@@ -1,5 +1,6 @@
 """`ocrjob` cluster commands as a CI pipeline runs them: the console script as a subprocess, against the real
-control plane with the operator running (the operator e2e harness), real SeaweedFS S3 and real PaddleOCR on CPU.
+control plane with the operator running in-cluster (the operator e2e harness), shard pods on the real node, real
+SeaweedFS S3 and real OCR on CPU.
 
 The exit code is the contract: 0 succeeded, 3 failed, 4 timed out, 5 rejected, 9 item errors with
 --fail-on-item-errors (ocrjob_cli.exit). The kubeconfig comes from $KUBECONFIG with the namespace in
@@ -53,11 +54,12 @@ def ocrjob(shell: dict[str, str], *args: str, timeout: float = 300) -> subproces
 
 def job_flags(env: Env, **extra: str) -> list[str]:
     """A small CPU job over s3://<bucket>/in, as flags."""
-    flags = {"--input": f"s3://{env.bucket}/in", "--output": f"s3://{env.bucket}/out", "--image": "ocrjob/inference:t",
+    flags = {"--input": f"s3://{env.bucket}/in", "--output": f"s3://{env.bucket}/out", "--image": env.image,
              "--device": "cpu", "--shards": "1", "--s3-endpoint": env.endpoint, "--s3-region": "us-east-1",
              "--credentials-secret": "s3-credentials", "--request": "cpu=500m", "--retries": "1", "--backoff": "1s",
              "--det-limit-side-len": "640", **extra}
-    return [part for item in flags.items() for part in item]
+    # The node has the image and no registry: never pull it.
+    return [part for item in flags.items() for part in item] + ["--set", "imagePullPolicy=Never"]
 
 
 def upload(env: Env, count: int, seed: int, corrupt: bool = False) -> list[str]:

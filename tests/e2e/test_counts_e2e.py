@@ -72,7 +72,7 @@ def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: d
             return beat.get("pod") == "counted-s0-a0" and items.get("failed", 0) >= 1 and done < total
 
         wait_until(midway, timeout=240, interval=0.3, what="shard 0 to have written its error record, midway")
-        env.cluster.node.oom_kill(env.namespace, "counted-s0-a0")
+        env.cluster.real_node.oom_kill(env.namespace, "counted-s0-a0")
         out, _ = submit.communicate(timeout=400)
     finally:
         stop.set()

@@ -120,7 +120,7 @@ def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
     first = pod_name("sigkill", 0, 0)
     wait_until(lambda: midway(env, "sigkill", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
                what="shard 0 to be midway")
-    env.cluster.node.sigkill(env.namespace, first)
+    env.cluster.real_node.sigkill(env.namespace, first)  # every process of the container, through containerd
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
     assert status["retries"] == {"counted": 1, "disruptions": 0}

@@ -1,4 +1,4 @@
-"""Exactly one active operator: two operator processes on one namespace elect a leader on a Lease; the standby
+"""Exactly one active operator: two operator pods on one namespace elect a leader on a Lease; the standby
 takes over within a bounded time when the leader is SIGKILLed (mid-job: nothing lost, nothing twice), at once
 when the leader stops cleanly, and a leader whose Lease is taken from it exits at once."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ from ocrjob_operator.__main__ import EXIT_LEADERSHIP_LOST
 from ocrjob_operator.api.client import Client, NotFound
 from ocrjob_operator.api.names import OPERATOR_NAMESPACE
 from ocrjob_operator.leader import JITTER, LEASE_DURATION, RETRY_PERIOD
-from tests.e2e.conftest import Env
-from tests.e2e.operator_harness import OperatorProcess, lease_name
+from tests.e2e.conftest import Env, new_operator
+from tests.support.operator_deploy import OperatorPod, lease_name
 from tests.support.procs import tail, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
@@ -36,15 +35,15 @@ def holder(client: Client, namespace: str) -> str | None:
     return (lease.get("spec") or {}).get("holderIdentity")
 
 
-def leads(client: Client, op: OperatorProcess) -> bool:
+def leads(client: Client, op: OperatorPod) -> bool:
     return (holder(client, op.namespace) or "").startswith(f"{op.name}_")
 
 
 @pytest.fixture
-def standby(env: Env, op_kubeconfig: Path, k8s_client: Client) -> Iterator[OperatorProcess]:
+def standby(env: Env, k8s_client: Client) -> Iterator[OperatorPod]:
     """A second operator on the same namespace, started after `env.operator` has taken the Lease."""
     wait_until(lambda: leads(k8s_client, env.operator), timeout=30, what="the first operator to lead")
-    second = OperatorProcess(op_kubeconfig, env.namespace, env.tmp, name="operator-b")
+    second = new_operator(env.cluster, env.namespace, env.tmp, name="operator-b")
     try:
         yield second.start()  # its liveness endpoint answers while it is a standby
     finally:
@@ -64,7 +63,7 @@ def wait_finished(env: Env, name: str, timeout: float) -> dict[str, Any]:
     return status
 
 
-def planned_by(op: OperatorProcess, namespace: str, job: str) -> bool:
+def planned_by(op: OperatorPod, namespace: str, job: str) -> bool:
     return f"{namespace}/{job} Planned:" in op.log.read_text()
 
 
@@ -79,7 +78,7 @@ def assert_one_result_per_document(env: Env, corpus: dict[str, Any], uid: str) -
 
 
 @pytest.mark.slow
-def test_two_operators_one_leader_one_plan(env: Env, standby: OperatorProcess, k8s_client: Client) -> None:
+def test_two_operators_one_leader_one_plan(env: Env, standby: OperatorPod, k8s_client: Client) -> None:
     assert leads(k8s_client, env.operator) and not leads(k8s_client, standby)
     corpus = env.upload(3, seed=41)
     env.jobs.create(env.job("pair", sharding={"shardCount": 1}))
@@ -95,7 +94,7 @@ def test_two_operators_one_leader_one_plan(env: Env, standby: OperatorProcess, k
 
 
 @pytest.mark.slow
-def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorProcess, k8s_client: Client) -> None:
+def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorPod, k8s_client: Client) -> None:
     corpus = env.upload(6, seed=43)
     env.jobs.create(env.job("takeover", sharding={"shardCount": 2}, parallelism=2))
     env.jobs.wait_status("takeover", lambda s: s.get("planLocation"), 60, "a plan location")
@@ -118,12 +117,11 @@ def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorP
 
 
 @pytest.mark.slow
-def test_a_clean_stop_releases_the_lease(env: Env, standby: OperatorProcess, k8s_client: Client) -> None:
-    proc = env.operator.proc
-    assert proc is not None
-    env.operator.stop()  # SIGTERM: kopf shuts down, then the Lease is released
+def test_a_clean_stop_releases_the_lease(env: Env, standby: OperatorPod, k8s_client: Client) -> None:
+    assert env.operator.running()
+    env.operator.stop()  # pod deleted: the kubelet's SIGTERM to PID 1, kopf shuts down, the Lease is released
     stopped = time.monotonic()
-    assert proc.returncode == 0, tail(env.operator.log, 40)
+    assert env.operator.exit_code == 0, tail(env.operator.log, 40)
     assert "released the Lease" in env.operator.log.read_text()
     wait_until(lambda: leads(k8s_client, standby), timeout=LEASE_DURATION + 30, interval=0.2,
                what="the standby to take the released Lease")
@@ -134,13 +132,12 @@ def test_a_clean_stop_releases_the_lease(env: Env, standby: OperatorProcess, k8s
 @pytest.mark.slow
 def test_a_leader_whose_lease_is_taken_exits_at_once(env: Env, k8s_client: Client) -> None:
     wait_until(lambda: leads(k8s_client, env.operator), timeout=30, what="the operator to lead")
-    proc = env.operator.proc
-    assert proc is not None
+    assert env.operator.running()
     lease = k8s_client.get_lease(OPERATOR_NAMESPACE, lease_name(env.namespace))
     lease["spec"]["holderIdentity"] = "somebody-else_0"
     k8s_client.replace_lease(OPERATOR_NAMESPACE, lease_name(env.namespace), lease)
     taken = time.monotonic()
-    wait_until(lambda: proc.poll() is not None, timeout=30, what="the operator to exit")
+    code = env.operator.wait_exited(timeout=30)
     assert time.monotonic() - taken <= POLL + 5.0
-    assert proc.returncode == EXIT_LEADERSHIP_LOST
+    assert code == EXIT_LEADERSHIP_LOST
     assert "leadership lost" in env.operator.log.read_text()

@@ -1,12 +1,11 @@
-"""The OcrJob operator on the real control plane: installed from manifests/, run as a process with its
-ServiceAccount's token (RBAC for real), shard pods on the process node running the real loader over
-real SeaweedFS S3 with real PaddleOCR on CPU."""
+"""The OcrJob operator on the real control plane: installed from manifests/, running in-cluster from its image
+under its ServiceAccount (RBAC for real), shard pods of the CPU inference image on the real node (kubelet +
+containerd) running the real loader over real SeaweedFS S3 with real OCR on CPU; faults are real ones (a kernel
+OOM kill, SIGSTOP, `kubectl drain`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from inference_pod.job import layout
 from inference_pod.job.plan import manifest_key
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
+from ocrjob_operator.api.names import LABEL_JOB
 from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
 from tests.e2e.operator_harness import (
     REPO,
@@ -126,7 +126,7 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
         return bool(beat) and beat.get("pod") == "killed-s0-a0" and 1 <= done < MIDWAY_DOCUMENTS
 
     wait_until(midway, timeout=180, interval=0.3, what="shard 0 to be midway")
-    env.cluster.node.oom_kill(env.namespace, "killed-s0-a0")
+    env.cluster.real_node.oom_kill(env.namespace, "killed-s0-a0")
     status = wait_phase(env, "killed", "Succeeded", timeout=240)
     assert env.pods.created == ["killed-s0-a0", "killed-s0-a1"]
     assert status["retries"] == {"counted": 1, "disruptions": 0}
@@ -147,9 +147,8 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
     uid = env.jobs.get("stalled")["metadata"]["uid"]
     wait_until(lambda: (heartbeat(env, uid, 0) or {}).get("pod") == "stalled-s0-a0", timeout=120,
                what="the first heartbeat of stalled-s0-a0")
-    pids = env.cluster.node.workdir / "pids"
-    (pid,) = [int(f.name) for f in pids.iterdir() if f.read_text().startswith(f"{env.namespace}/stalled-s0-a0/")]
-    os.killpg(pid, signal.SIGSTOP)  # the whole pod hangs: no heartbeat, no progress, no exit
+    # Every process of the container stops: no heartbeat, no progress, no exit.
+    env.cluster.real_node.signal_container(env.namespace, "stalled-s0-a0", signal="SIGSTOP")
     status = wait_phase(env, "stalled", "Succeeded", timeout=240)
     assert env.pods.created == ["stalled-s0-a0", "stalled-s0-a1"]
     assert status["retries"] == {"counted": 1, "disruptions": 0}
@@ -161,16 +160,23 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
 
 
 @pytest.mark.slow
-def test_evicted_pod_does_not_spend_the_retry_budget(env: Env) -> None:
+def test_a_drained_node_does_not_spend_the_retry_budget(env: Env) -> None:
     env.upload(3, seed=31)
     env.jobs.create(env.job("evicted", retries={"perShard": 0}))
     wait_until(lambda: env.running_pods("evicted"), timeout=120, what="a running shard pod")
-    env.cluster.node.evict(env.namespace, "evicted-s0-a0")
+    node = env.cluster.real_node.name
+    try:  # as an admin drains a node for maintenance: cordon, then the Eviction API for its pods
+        kubectl(env.admin_kubeconfig, "drain", node, "--pod-selector", f"{LABEL_JOB}=evicted",
+                "--delete-emptydir-data", "--ignore-daemonsets", "--timeout=120s", timeout=150)
+        wait_until(lambda: "evicted-s0-a1" in env.pods.created, timeout=60, what="the retry pod")
+        assert env.jobs.pods("evicted")[0]["status"]["phase"] == "Pending"  # the node is cordoned
+    finally:
+        kubectl(env.admin_kubeconfig, "uncordon", node)
     status = wait_phase(env, "evicted", "Succeeded", timeout=180)
     assert env.pods.created == ["evicted-s0-a0", "evicted-s0-a1"]
     assert status["retries"] == {"counted": 0, "disruptions": 1}
     retried = [m for r, m in env.jobs.events("evicted") if r == "ShardRetried"]
-    assert "budget not spent" in retried[0] and "Evicted" in retried[0], retried
+    assert len(retried) == 1 and "budget not spent" in retried[0] and "Eviction" in retried[0], retried
 
 
 @pytest.mark.slow

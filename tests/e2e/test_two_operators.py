@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from inference_pod.job import layout
 from inference_pod.local.samples import generate_corpus
-from tests.e2e.conftest import Env
-from tests.e2e.operator_harness import OperatorProcess
+from tests.e2e.conftest import Env, new_operator
+from tests.support.operator_deploy import OperatorPod
 from tests.support.procs import tail, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
@@ -23,13 +22,12 @@ MAX_LATE = 40
 
 
 @pytest.fixture
-def operators(env: Env, op_kubeconfig: Path) -> Iterator[tuple[OperatorProcess, OperatorProcess]]:
+def operators(env: Env) -> Iterator[tuple[OperatorPod, OperatorPod]]:
     """`env.operator` restarted with --no-leader-election, and a second one like it: both act on every job."""
     env.operator.stop()
     env.operator.args = ("--no-leader-election",)
     env.operator.start()
-    second = OperatorProcess(op_kubeconfig, env.namespace, env.tmp, args=("--no-leader-election",),
-                             name="operator-b")
+    second = new_operator(env.cluster, env.namespace, env.tmp, args=("--no-leader-election",), name="operator-b")
     try:
         yield env.operator, second.start()
     finally:
@@ -72,7 +70,7 @@ def objects(env: Env, prefix: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_operators_commit_one_plan_while_input_arrives(
-        env: Env, operators: tuple[OperatorProcess, OperatorProcess]) -> None:
+        env: Env, operators: tuple[OperatorPod, OperatorPod]) -> None:
     corpus = env.upload(4, seed=71)  # listed before the job exists: each must get exactly one result
     late = generate_corpus(env.tmp / "late", 1, seed=72, size=LATE_PAGE)
     page = (env.tmp / "late" / next(iter(late))).read_bytes()

@@ -1,4 +1,4 @@
-"""A complete local cluster: control plane + process node(s) and/or a real node (+ SeaweedFS S3 for `up`).
+"""A complete local cluster: control plane + a real node (kubelet + containerd) + SeaweedFS S3.
 
     python -m tests.support.cluster up      # start detached, print `export KUBECONFIG=...` and S3 settings
     python -m tests.support.cluster status  # print the same if it runs
@@ -10,7 +10,6 @@
 picked free at start, except the real node's kubelet (on the pod network gateway, realnode.py). `up` runs the
 real node `ocrjob-node-0` (kubelet + containerd, 2 fake `nvidia.com/gpu` from a device plugin) with the base and
 inference-cpu images imported; S3 is reachable from pods at $OCRJOB_S3_ENDPOINT_IN_CLUSTER.
-`up --process-node` runs the process node instead (cpu 8, memory 16Gi, 2 fake GPUs; no root needed).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from ocrjob_operator.api.client import Client, load_config
 from tests.support import sample_job
 from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir, venv_tool
 from tests.support.operator_deploy import deploy_operator, write_local_overlay
-from tests.support.processnode import NodeSpec, ProcessNode, gpu_node_spec
 from tests.support.procs import alive, signal_group, spawn, stop_group, tail, wait_until
 from tests.support.realnode import ImageArchive, RealNode, RealNodeSpec, real_gpu_node_spec
 
@@ -43,32 +41,27 @@ UP_INFERENCE_IMAGE = "inference-cpu"  # what `up` imports besides REAL_NODE_IMAG
 
 
 class LocalCluster:
-    """Control plane plus process nodes and/or one real node; `stop()` is idempotent and stops everything
-    `start()` began."""
+    """Control plane plus (optionally) one real node; `stop()` is idempotent and stops everything `start()`
+    began."""
 
-    def __init__(self, workdir: Path, *, nodes: Iterable[NodeSpec] = (), real_node: RealNodeSpec | None = None,
-                 real_node_images: Iterable[str] = REAL_NODE_IMAGES, with_s3: bool = False,
+    def __init__(self, workdir: Path, *, real_node: RealNodeSpec | None = None,
+                 real_node_images: Iterable[str] = REAL_NODE_IMAGES, with_s3: bool = False, s3: Any = None,
                  bin_dir: Path | None = None, **control_plane_options: Any) -> None:
+        """`with_s3` starts (and stops) a SeaweedFS of its own; `s3` is a running one (tests.support.seaweedfs)
+        that the real node exposes to pods but that this cluster neither starts nor stops."""
         self.workdir = workdir
         self.control_plane = ControlPlane(workdir / "control-plane", bin_dir, **control_plane_options)
-        self.node_specs = list(nodes)
-        self.nodes: list[ProcessNode] = []
         self.real_node_spec = real_node
         self.real_node_images = tuple(real_node_images)
         self.real_node: RealNode | None = None
-        self.with_s3 = with_s3
-        self.s3: Any = None  # tests.support.seaweedfs.SeaweedFS when with_s3
+        self.with_s3 = with_s3 and s3 is None
+        self.s3: Any = s3  # tests.support.seaweedfs.SeaweedFS, reachable from pods at s3_endpoint_in_cluster
         self.startup_seconds = 0.0
         self.image_refs: dict[str, str] = {}  # images imported into the real node: name -> ref
 
     @property
     def kubeconfig(self) -> Path:
         return self.control_plane.kubeconfig
-
-    @property
-    def node(self) -> ProcessNode:
-        """The first process node."""
-        return self.nodes[0]
 
     def api_client(self) -> kubernetes.client.ApiClient:
         """A fresh cluster-admin ApiClient (not shared between threads: make one per thread)."""
@@ -89,8 +82,6 @@ class LocalCluster:
             self.control_plane.start()
             if self.real_node_spec is not None:
                 self._start_real_node(self.real_node_spec)
-            for spec in self.node_specs:
-                self.add_node(spec)
         except BaseException:
             self.stop()
             raise
@@ -142,27 +133,16 @@ class LocalCluster:
             return None
         return f"http://{self.real_node.gateway}:{self.s3.ports['s3']}"
 
-    def add_node(self, spec: NodeSpec) -> ProcessNode:
-        """Start another process node; it is stopped with the cluster (or call its `stop()` earlier)."""
-        node = ProcessNode(self.control_plane, spec, self.workdir / "nodes" / spec.name)
-        self.nodes.append(node)
-        return node.start()
-
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop(delete_node=False)  # the control plane goes away with it
         if self.real_node is not None:
             self.real_node.stop()  # needs the control plane: it deletes its pods first
         self.control_plane.stop()
-        if self.s3 is not None:
+        if self.with_s3 and self.s3 is not None:
             self.s3.stop()
 
     def logs(self, namespace: str | None = None) -> dict[str, Path]:
         """Component, node and pod logs (pods of `namespace` only, when given)."""
         logs = dict(self.control_plane.logs)
-        for node in self.nodes:
-            logs[f"process-node {node.name}"] = node.log_file
-            logs.update({f"pod {k}": v for k, v in node.pod_logs(namespace).items()})
         if self.real_node is not None:
             logs.update({f"real-node {k}": v for k, v in self.real_node.logs.items()})
             logs.update({f"pod {k}": v for k, v in self.real_node.pod_logs(namespace).items()})
@@ -210,15 +190,12 @@ def _exports(state: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _serve(state_dir: Path, process_node: bool) -> int:
+def _serve(state_dir: Path) -> int:
     """The supervisor: runs the cluster until SIGTERM/SIGINT, then stops it."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if process_node:
-        cluster = LocalCluster(state_dir, nodes=[gpu_node_spec()], with_s3=True)
-    else:
-        cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), with_s3=True)
+    cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), with_s3=True)
     cluster.start()
     try:
         if cluster.real_node is not None:
@@ -253,7 +230,7 @@ def _serve(state_dir: Path, process_node: bool) -> int:
     return 0
 
 
-def _up(state_dir: Path, timeout: float, process_node: bool) -> int:
+def _up(state_dir: Path, timeout: float) -> int:
     state = _read_state(state_dir)
     if state and alive(state["pid"]):
         print(f"cluster already running (supervisor pid {state['pid']})", file=sys.stderr)
@@ -265,8 +242,7 @@ def _up(state_dir: Path, timeout: float, process_node: bool) -> int:
     state_dir.mkdir(parents=True)
     log = state_dir / "supervisor.log"
     argv = [sys.executable, "-m", "tests.support.cluster", "_serve", "--state-dir", str(state_dir)]
-    proc = spawn([*argv, *(["--process-node"] if process_node else [])], log, env=os.environ, cwd=REPO,
-                 die_with_parent=False)
+    proc = spawn(argv, log, env=os.environ, cwd=REPO, die_with_parent=False)
 
     def ready() -> dict[str, Any] | None:
         if proc.poll() is not None:
@@ -298,10 +274,6 @@ def _down(state_dir: Path, timeout: float) -> int:
         for child in state.get("pids", {}).values():  # the supervisor normally stopped these already
             if alive(child):
                 stop_group(child, grace=5)
-    for pidfile in state_dir.glob("nodes/*/pids/*"):  # pod processes of a supervisor that was killed
-        if pidfile.name.isdigit() and alive(int(pidfile.name)):
-            stop_group(int(pidfile.name), grace=2)
-        pidfile.unlink(missing_ok=True)
     (state_dir / "state.json").unlink(missing_ok=True)
     _cleanup_real_node()
     print("local cluster stopped", file=sys.stderr)
@@ -326,16 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=default_state_dir())
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds to wait for start/stop (a first `up` builds the images)")
-    parser.add_argument("--process-node", action="store_true",
-                        help="run the process node instead of the real kubelet + containerd node")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
-        return _up(state_dir, args.timeout, args.process_node)
+        return _up(state_dir, args.timeout)
     if args.command == "down":
         return _down(state_dir, args.timeout)
     if args.command == "_serve":
-        return _serve(state_dir, args.process_node)
+        return _serve(state_dir)
     state = _read_state(state_dir)
     if state and alive(state["pid"]):
         print(_exports(state))

@@ -55,7 +55,7 @@ class ControlPlane:
                  default_toleration_seconds: int = 300) -> None:
         self.workdir = workdir
         self.bin_dir = bin_dir
-        # Short grace: a lost process node is marked NotReady/Unknown within seconds, not the default 50s.
+        # Short grace: a lost node (kubelet stopped) is marked NotReady/Unknown within seconds, not 50s.
         self.node_monitor_grace_period = node_monitor_grace_period
         # Feeds the DefaultTolerationSeconds admission plugin (pods without their own toleration).
         self.default_toleration_seconds = default_toleration_seconds
@@ -108,7 +108,7 @@ class ControlPlane:
             "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true", "--profiling=false",
             "--endpoint-reconciler-type=none",  # it refuses loopback addresses; pods do not use the Service
-            # `kubectl logs`: the apiserver dials the process node's kubelet endpoint on 127.0.0.1 over TLS.
+            # `kubectl logs`: the apiserver dials the kubelet on its node IP (the pod network gateway) over TLS.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-certificate-authority={p.ca.cert}",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",

@@ -155,6 +155,28 @@ def remove_cgroups(tree: str) -> list[Path]:
     return left
 
 
+def memory_cgroup_files(pid: int) -> tuple[Path, Path]:
+    """(limit, usage) files of the memory cgroup `pid` is in: cgroup v1's memory controller where it is
+    mounted (this machine's hybrid layout), else the unified hierarchy's memory.max and memory.current."""
+    lines = [line.split(":", 2) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+    v1 = next((path for _, controllers, path in lines if "memory" in controllers.split(",")), None)
+    if v1 is not None and (CGROUP_ROOT / "memory").is_dir():
+        folder = CGROUP_ROOT / "memory" / v1.lstrip("/")
+        return folder / "memory.limit_in_bytes", folder / "memory.usage_in_bytes"
+    unified = next(path for hierarchy, _, path in lines if hierarchy == "0")
+    root = CGROUP_ROOT / "unified" if (CGROUP_ROOT / "unified").is_dir() else CGROUP_ROOT
+    folder = root / unified.lstrip("/")
+    return folder / "memory.max", folder / "memory.current"
+
+
+def pids_in_cgroup(folder: Path) -> list[int]:
+    """The processes in one cgroup folder, not below it (cgroup.procs; v1 and v2 alike); none once it is gone."""
+    try:
+        return [int(line) for line in (folder / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
 def pids_mentioning(needle: str) -> list[int]:
     """Processes whose command line contains `needle` (e.g. our containerd socket: its shims name it)."""
     found = []

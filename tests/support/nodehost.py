@@ -26,6 +26,8 @@ LOCK_PATH = Path("/run/ocrjob-realnode.lock")
 STATE_PATH = Path("/run/ocrjob-realnode.json")  # what the running (or a killed) node put on the host
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")  # hard-coded in the kubelet (pluginapi.KubeletSocket)
 FAKEGPU_SOCKET_PREFIX = "ocrjob-fakegpu-"  # <prefix><node>.sock in DEVICE_PLUGIN_DIR; also names its process
+OOM_FILL_DIR = Path("/dev/shm")  # RealNode.oom_kill's tmpfs files (<prefix>...) that charge a container's cgroup
+OOM_FILL_PREFIX = "ocrjob-oom-"
 log = logging.getLogger("ocrjob.realnode")
 
 
@@ -90,6 +92,8 @@ def teardown_host(workdir: Path, socket: str, snapshot: hostclean.HostSnapshot |
     with contextlib.suppress(OSError):  # ours; the kubelet recreates the dir, /var/lib/kubelet goes with restore()
         for sock in DEVICE_PLUGIN_DIR.glob(f"{FAKEGPU_SOCKET_PREFIX}*.sock"):
             sock.unlink()
+    for fill in OOM_FILL_DIR.glob(f"{OOM_FILL_PREFIX}*"):  # left by an oom_kill whose session was killed
+        fill.unlink(missing_ok=True)
 
 
 def cleanup_leftovers() -> bool:

@@ -16,7 +16,6 @@ import copy
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ OPERATOR_CONTAINER = "operator"
 LIVENESS_PORT = 8080
 METRICS_PORT = 9090
 LABEL_WATCHES = "ocrjob.test/watches"  # which test namespace an operator pod serves
+LABEL_INSTANCE = "ocrjob.test/operator"  # which OperatorPod (of several on one namespace) made it
 
 
 def manifest_deployment() -> dict[str, Any]:
@@ -82,7 +82,7 @@ def lease_name(namespace: str) -> str:
     return f"{LEASE_NAME}-{namespace}"
 
 
-def operator_pod(name: str, namespace: str, image: str, args: tuple[str, ...]) -> dict[str, Any]:
+def operator_pod(name: str, namespace: str, image: str, args: tuple[str, ...], instance: str) -> dict[str, Any]:
     """The Deployment's pod template, unchanged but for its name, image, pull policy and command line (one watched
     namespace and its own Lease) and restartPolicy Never (a killed instance stays dead until a test starts one)."""
     template = copy.deepcopy(manifest_deployment()["spec"]["template"])
@@ -97,7 +97,7 @@ def operator_pod(name: str, namespace: str, image: str, args: tuple[str, ...]) -
     metadata = template.get("metadata") or {}
     metadata["name"] = name
     metadata["namespace"] = OPERATOR_NAMESPACE
-    metadata.setdefault("labels", {})[LABEL_WATCHES] = namespace
+    metadata.setdefault("labels", {}).update({LABEL_WATCHES: namespace, LABEL_INSTANCE: instance})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
@@ -134,7 +134,7 @@ class OperatorPod:
         self.starts += 1
         self.exit_code = None
         self.pod_name = f"{self.base_name}-{self.namespace}-{self.starts}"[-63:].lstrip("-")
-        body = operator_pod(self.pod_name, self.namespace, self.image, self.args)
+        body = operator_pod(self.pod_name, self.namespace, self.image, self.args, self.base_name)
         core = self._core()
         core.create_namespaced_pod(OPERATOR_NAMESPACE, body)
         with open(self.log, "a") as log:
@@ -217,24 +217,40 @@ class OperatorPod:
         if not self.pod_name:
             return
         core = self._core()
-        with contextlib.suppress(ApiException):
-            core.delete_namespaced_pod(self.pod_name, OPERATOR_NAMESPACE)
-        # The exit code is in the pod's status between the container's exit and the pod's removal.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._container_state() not in ("terminated", None):
-            time.sleep(0.2)
+        pod = self._pod()
+        if pod is not None:
+            with contextlib.suppress(ApiException):
+                core.delete_namespaced_pod(self.pod_name, OPERATOR_NAMESPACE)
+            self._watch_exit(core, pod.metadata.resource_version, timeout)
         for thread in self._followers:
             thread.join(timeout=5)
-        # This instance and every earlier one (killed instances stay, Failed, until now).
-        selector = f"{LABEL_WATCHES}={self.namespace}"
+        # This instance and every earlier one (killed instances stay, Failed, until now); not another OperatorPod's.
+        selector = f"{LABEL_WATCHES}={self.namespace},{LABEL_INSTANCE}={self.base_name}"
         for pod in core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector=selector).items:
             with contextlib.suppress(ApiException):
                 core.delete_namespaced_pod(pod.metadata.name, OPERATOR_NAMESPACE, grace_period_seconds=0)
         wait_until(lambda: not core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector=selector).items,
                    timeout=timeout, what=f"the operator pods of {self.namespace} to be removed")
 
+    def _watch_exit(self, core: kubernetes.client.CoreV1Api, since: str, timeout: float) -> None:
+        """Follow the pod from `since` until it is gone: the exit code is in its status only between the
+        container's exit and the pod's removal, which a poll can miss."""
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(core.list_namespaced_pod, OPERATOR_NAMESPACE, resource_version=since,
+                                  field_selector=f"metadata.name={self.pod_name}", timeout_seconds=int(timeout)):
+            for status in event["object"].status.container_statuses or []:
+                if status.name == OPERATOR_CONTAINER and status.state.terminated is not None:
+                    self.exit_code = status.state.terminated.exit_code
+            if event["type"] == "DELETED":
+                watch.stop()
+
     def running(self) -> bool:
         return bool(self.pod_name) and self._container_state() == "running"
+
+    def wait_exited(self, timeout: float) -> int | None:
+        """Wait for the current instance's container to end by itself; its exit code."""
+        self._wait_ended(timeout)
+        return self.exit_code
 
 
 def deploy_operator(kubeconfig: Path, overlay: Path, kubectl: str, timeout: float = 300) -> None:

@@ -43,6 +43,8 @@ from tests.support.nodeconfig import (
 from tests.support.nodehost import (
     DEVICE_PLUGIN_DIR,
     FAKEGPU_SOCKET_PREFIX,
+    OOM_FILL_DIR,
+    OOM_FILL_PREFIX,
     HostLock,
     RealNodeError,
     cleanup_leftovers,
@@ -50,7 +52,7 @@ from tests.support.nodehost import (
 )
 from tests.support.pki import write_kubeconfig
 from tests.support.podnet import CLUSTER_DNS_IP, PodNetwork
-from tests.support.procs import free_ports, spawn, stop_group, tail, wait_until
+from tests.support.procs import alive, free_ports, spawn, stop_group, tail, wait_until
 
 if TYPE_CHECKING:
     from tests.support.controlplane import ControlPlane
@@ -61,6 +63,12 @@ CTR_NAMESPACE = "k8s.io"  # the CRI plugin's containerd namespace
 REPO = Path(__file__).resolve().parents[2]
 FAKEGPU_BUILD = REPO / "scripts" / "build-fakegpu.sh"
 FAKEGPU_REGISTERED = f"registered {GPU} "  # tests/support/fakegpu/main.go logs it after each Register
+OOM_HEADROOM_BYTES = 32 * 2**20  # what oom_kill lets a container allocate beyond its usage before the kernel acts
+# A host process that joins the memory cgroup given as $0 and writes up to $2 bytes into a tmpfs file $1: page cache
+# charged to the cgroup that is in nobody's RSS, so the OOM killer's choice is PID 1, not the writer (with
+# anonymous memory, the writer's RSS would outweigh PID 1's oom_score_adj bonus once it nears the limit).
+OOM_HOG = 'echo $$ > "$0/cgroup.procs" && exec head -c "$2" /dev/zero > "$1"'
+OOM_PARKING = "ocrjob-oom-parking"  # oom_kill's cgroup for a container's other processes, inside the pod's
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ class ImageArchive:
 
 @dataclass
 class RealNodeSpec:
-    """Like processnode.NodeSpec, minus what a real kubelet measures itself (cpu, memory: the machine's;
-    `system_reserved` lowers allocatable)."""
+    """What the node registers as: name, fake GPUs, pod capacity, labels and taints (cpu and memory are the
+    machine's, measured by the kubelet; `system_reserved` lowers allocatable)."""
     name: str = "ocrjob-node-0"
     gpus: int = 0
     pods: int = 110
@@ -327,8 +335,9 @@ class RealNode:
                     self._remove_containers()
                 stop_group(self.procs.pop("containerd"), grace=10)
             teardown_host(self.workdir, str(self.ctrd.socket), self._snapshot, self.net)
-        finally:
+            # Only now: after a failed teardown the record lets the next start (or `cleanup`) finish it.
             nodehost.STATE_PATH.unlink(missing_ok=True)
+        finally:
             self._lock.release()
 
     def _delete_pods(self, timeout: float) -> None:
@@ -357,6 +366,65 @@ class RealNode:
             self.ctr("tasks", "delete", "-f", task, check=False)
         for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
             self.ctr("containers", "delete", container, check=False)
+
+    # -- faults --------------------------------------------------------------------------------------------
+    def container_id(self, namespace: str, pod: str, container: str | None = None) -> str:
+        """containerd's ID of a running pod's container (the first one when `container` is None)."""
+        status = self.core().read_namespaced_pod(pod, namespace).status
+        for found in status.container_statuses or []:
+            if container in (None, found.name) and found.container_id:
+                return str(found.container_id).split("://", 1)[1]
+        raise RealNodeError(f"pod {namespace}/{pod} has no started container {container or ''}".rstrip())
+
+    def signal_container(self, namespace: str, pod: str, container: str | None = None,
+                         signal: str = "SIGKILL") -> None:
+        """Send `signal` to every process of a container through containerd, as a crash (SIGKILL) or a hang
+        (SIGSTOP) would hit it: the kubelet sees what a real node sees (exit 137, or a silent container)."""
+        self.ctr("tasks", "kill", "--all", "-s", signal, self.container_id(namespace, pod, container))
+
+    def sigkill(self, namespace: str, pod: str, container: str | None = None) -> None:
+        self.signal_container(namespace, pod, container, "SIGKILL")
+
+    def task_pid(self, container_id: str) -> int:
+        """The host PID of a container's init process (its PID 1)."""
+        for line in self.ctr("tasks", "ls").stdout.splitlines()[1:]:
+            task, pid, *_ = line.split()
+            if task == container_id:
+                return int(pid)
+        raise RealNodeError(f"container {container_id} has no running task")
+
+    def oom_kill(self, namespace: str, pod: str, container: str | None = None, timeout: float = 60) -> None:
+        """A real kernel OOM kill of a running container's PID 1, at a moment the test chooses, whatever else runs
+        in it: the container's other processes move to a parking memory cgroup in the pod's (their memory stays
+        charged where it was), its PID 1 gets oom_score_adj 1000, its limit is set to its usage plus
+        OOM_HEADROOM_BYTES, and a host process (oom_score_adj 0) joins the cgroup and fills a tmpfs file until the
+        kernel kills PID 1, the only process there that can lose to it; the PID namespace's end takes the rest.
+        containerd saw the cgroup's OOM event, so the kubelet reports OOMKilled (exit 137), as for any container
+        over its limit."""
+        pid = self.task_pid(self.container_id(namespace, pod, container))
+        limit, usage = hostclean.memory_cgroup_files(pid)
+        parking = limit.parent.parent / OOM_PARKING
+        parking.mkdir(exist_ok=True)
+        for other in hostclean.pids_in_cgroup(limit.parent):
+            if other != pid:
+                with contextlib.suppress(OSError):  # it may just have exited
+                    (parking / "cgroup.procs").write_text(str(other))
+        Path(f"/proc/{pid}/oom_score_adj").write_text("1000")
+        limit.write_text(str(int(usage.read_text()) + OOM_HEADROOM_BYTES))
+        fill = OOM_FILL_DIR / f"{OOM_FILL_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+        hog = subprocess.Popen(["bash", "-c", OOM_HOG, str(limit.parent), str(fill), str(4 * OOM_HEADROOM_BYTES)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: not alive(pid), timeout=timeout, interval=0.1,
+                       what=f"the OOM killer to end {namespace}/{pod}")  # the writer dies next: not a failure
+        finally:
+            hostclean.kill_pids([*hostclean.pids_in_cgroup(limit.parent), hog.pid])
+            hog.wait(timeout=10)
+            fill.unlink(missing_ok=True)  # its pages stay charged to the pod until then
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: not hostclean.pids_in_cgroup(parking), timeout=10, what="parked processes to end")
+            with contextlib.suppress(OSError):
+                parking.rmdir()
 
     def pids(self) -> dict[str, int]:
         return {f"{self.name} {name}": proc.pid for name, proc in self.procs.items()}

@@ -117,3 +117,12 @@ def test_pending_terminating_and_unschedulable() -> None:
     assert unsched.category is Category.PENDING and "nvidia.com/gpu" in unsched.message and unsched.active
     terminating = classify_pod(pod(state={"running": {"startedAt": T0}}, deleting=True), NOW)
     assert terminating.category is Category.TERMINATING and terminating.active
+
+
+def test_a_container_that_ended_before_the_pod_phase_did_is_still_terminating() -> None:
+    """A real kubelet reports the terminated container first and the terminal phase (Succeeded, or Failed with
+    reason Evicted) only after it has stopped the pod: neither retried nor taken for pending meanwhile."""
+    for state in (terminated(0, "Completed"), terminated(137, "Error")):
+        ending = classify_pod(pod("Running", state=state), NOW)
+        assert (ending.category, ending.reason, ending.active) == (Category.TERMINATING, "ContainerExited", True)
+        assert not ending.counted and ending.finished_at == parse_time("2026-01-01T00:00:50Z")

@@ -18,7 +18,15 @@ from inference_pod.job.settings import (
 )
 from ocrjob_operator.api.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_SHARD, pod_name
 from ocrjob_operator.api.spec import parse_spec
-from ocrjob_operator.podspec import LOADER_GRACE_SECONDS, TERMINATION_GRACE_SECONDS, JobRef, build_pod, job_selector
+from ocrjob_operator.podspec import (
+    LOADER_GRACE_SECONDS,
+    SCRATCH_MOUNT,
+    SCRATCH_VOLUME,
+    TERMINATION_GRACE_SECONDS,
+    JobRef,
+    build_pod,
+    job_selector,
+)
 
 JOB = JobRef("scan-2024", "team-a", "0b8f3c7e-1111-2222-3333-444455556666")
 MANIFEST = "s3://bucket/results/_ocrjob/0b8f3c7e-1111-2222-3333-444455556666/shards/00003.json"
@@ -117,3 +125,11 @@ def test_scheduling_fields_pass_through() -> None:
     assert pod["containers"][0]["imagePullPolicy"] == "IfNotPresent"
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_root_filesystem_is_read_only_with_an_emptydir_for_scratch() -> None:
+    pod = build_pod(JOB, spec(), 0, 0, MANIFEST)["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT}]
+    assert pod["volumes"] == [{"name": SCRATCH_VOLUME, "emptyDir": {}}]
