@@ -5,12 +5,16 @@ manifests' pod template, its ServiceAccount), shard pods of the CPU inference im
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from inference_pod.job.settings import ENGINE_PADDLE
 from inference_pod.local.samples import generate_corpus
@@ -34,6 +38,7 @@ SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
 # And enough pages that the shard runs for several heartbeats even when it is fast.
 MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
 MIDWAY_DOCUMENTS = 16
+OCRJOB = str(Path(sys.executable).with_name("ocrjob"))  # the console script, as installed
 INFERENCE_IMAGE = "inference-cpu"  # tests.support.images names
 OPERATOR_IMAGE = "operator"
 
@@ -129,3 +134,31 @@ def env(cluster: LocalCluster, installed: Path, k8s_client: Client, namespace: s
             print(f"--- operator log ({operator.log}) ---\n{tail(operator.log, 150)}")
             if pods.errors:
                 print("--- pod recorder errors ---\n" + "\n".join(pods.errors[-20:]))
+
+
+@pytest.fixture
+def shell(cluster: Any, namespace: str, s3_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """A pipeline's environment: $KUBECONFIG whose context names the namespace, S3 credentials in AWS_*."""
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    for ctx in config["contexts"]:
+        ctx["context"]["namespace"] = namespace
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBE", "OCRJOB_S3"))}
+    return {**base, **s3_env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(shell: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([OCRJOB, *args], env=shell, capture_output=True, text=True, timeout=timeout)
+    print(f"$ ocrjob {' '.join(args)}  # exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def job_flags(env: Env, **extra: str) -> list[str]:
+    """A small CPU job over s3://<bucket>/in, as flags."""
+    flags = {"--input": f"s3://{env.bucket}/in", "--output": f"s3://{env.bucket}/out", "--image": env.image,
+             "--device": "cpu", "--shards": "1", "--s3-endpoint": env.endpoint, "--s3-region": "us-east-1",
+             "--credentials-secret": "s3-credentials", "--request": "cpu=500m", "--retries": "1", "--backoff": "1s",
+             "--det-limit-side-len": "640", **extra}
+    # The node has the image and no registry: never pull it.
+    return [part for item in flags.items() for part in item] + ["--set", "imagePullPolicy=Never"]

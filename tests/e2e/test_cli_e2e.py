@@ -10,9 +10,7 @@ its context and S3 credentials from the AWS variables, as in a pipeline: no -n, 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,42 +22,13 @@ from inference_pod.job import layout
 from inference_pod.local.samples import generate_corpus
 from ocrjob_cli.exit import ExitCode
 from ocrjob_cli.flags import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import OCRJOB, Env, job_flags, run_cli
 from tests.e2e.operator_harness import REPO, Jobs, upload_dir
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]
-OCRJOB = str(Path(sys.executable).with_name("ocrjob"))  # the console script, as installed
 PAGE = (480, 270)  # small pages: real OCR on 2 CPU cores
 CORRUPT = {"bad-1.png": b"\x89PNG but not really", "bad-2.jpg": b"not a jpeg at all"}
-
-
-@pytest.fixture
-def shell(cluster: Any, namespace: str, s3_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """A pipeline's environment: $KUBECONFIG whose context names the namespace, S3 credentials in AWS_*."""
-    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    for ctx in config["contexts"]:
-        ctx["context"]["namespace"] = namespace
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBE", "OCRJOB_S3"))}
-    return {**base, **s3_env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-
-
-def ocrjob(shell: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([OCRJOB, *args], env=shell, capture_output=True, text=True, timeout=timeout)
-    print(f"$ ocrjob {' '.join(args)}  # exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc
-
-
-def job_flags(env: Env, **extra: str) -> list[str]:
-    """A small CPU job over s3://<bucket>/in, as flags."""
-    flags = {"--input": f"s3://{env.bucket}/in", "--output": f"s3://{env.bucket}/out", "--image": env.image,
-             "--device": "cpu", "--shards": "1", "--s3-endpoint": env.endpoint, "--s3-region": "us-east-1",
-             "--credentials-secret": "s3-credentials", "--request": "cpu=500m", "--retries": "1", "--backoff": "1s",
-             "--det-limit-side-len": "640", **extra}
-    # The node has the image and no registry: never pull it.
-    return [part for item in flags.items() for part in item] + ["--set", "imagePullPolicy=Never"]
 
 
 def upload(env: Env, count: int, seed: int, corrupt: bool = False) -> list[str]:
@@ -107,16 +76,16 @@ def test_the_gitlab_ci_example_submits_waits_and_exits_0_when_the_job_succeeds(e
     assert summary["status"] == "succeeded" and summary["items"]["ok"] == 3 and summary["failed_items"] == []
     assert env.jobs.get(name)["metadata"]["labels"] == {"gitlab.pipeline-id": "4242"}
 
-    status = json.loads(ocrjob(shell, "status", name, "-o", "json").stdout)
+    status = json.loads(run_cli(shell, "status", name, "-o", "json").stdout)
     assert status["status"]["phase"] == "Succeeded" and status["metadata"]["namespace"] == env.namespace
-    table = ocrjob(shell, "status", name).stdout
+    table = run_cli(shell, "status", name).stdout
     assert "Succeeded" in table and "3/3 done: 3 ok, 0 failed" in table and "AllShardsSucceeded" in table
-    listed = ocrjob(shell, "list").stdout.split()
+    listed = run_cli(shell, "list").stdout.split()
     assert listed[:6] == ["NAME", "PHASE", "PROGRESS", "SHARDS", "FAILED", "AGE"]
     assert listed[6:11] == [name, "Succeeded", "3/3", "1/1", "0"]
-    logs = ocrjob(shell, "logs", name, "--shard", "0")
+    logs = run_cli(shell, "logs", name, "--shard", "0")
     assert logs.returncode == 0 and "shard 0: processed 3 items (exit 0)" in logs.stdout
-    results = ocrjob(shell, "results", name, "--download", str(env.tmp / "results"))
+    results = run_cli(shell, "results", name, "--download", str(env.tmp / "results"))
     assert results.returncode == 0 and "3 total: 3 ok, 0 failed" in results.stdout
     downloaded = sorted(p.name for p in (env.tmp / "results").glob("*.json"))
     assert downloaded == sorted(layout.result_key(n) for n in names)
@@ -125,46 +94,46 @@ def test_the_gitlab_ci_example_submits_waits_and_exits_0_when_the_job_succeeds(e
 
 def test_a_failed_job_exits_3_with_the_reason(env: Env, shell: dict[str, str]) -> None:
     upload(env, 1, seed=2)
-    proc = ocrjob(shell, "submit", "--name", "nosa", *job_flags(env, **{"--service-account": "no-such-account"}),
+    proc = run_cli(shell, "submit", "--name", "nosa", *job_flags(env, **{"--service-account": "no-such-account"}),
                   "--wait", "--timeout", "2m")
     assert proc.returncode == ExitCode.FAILED
     assert proc.stdout.strip() == "nosa"
     assert "PodRejected" in proc.stderr and "ocrjob nosa Failed after" in proc.stderr
     assert 'serviceaccount "no-such-account" not found' in proc.stderr
-    assert "Failed" in ocrjob(shell, "status", "nosa").stdout  # status itself succeeds: exit 0
+    assert "Failed" in run_cli(shell, "status", "nosa").stdout  # status itself succeeds: exit 0
 
 
 def test_rejected_specs_exit_5_with_the_apiservers_words(installed: Path, k8s_client: Any, namespace: str,
                                                          shell: dict[str, str]) -> None:
     flags = ["--input", "s3://bkt/in", "--image", "i", "--shards", "1", "--device", "cpu"]
-    inside = ocrjob(shell, "submit", *flags, "--output", "s3://bkt/in/results", "--wait", "--timeout", "1m")
+    inside = run_cli(shell, "submit", *flags, "--output", "s3://bkt/in/results", "--wait", "--timeout", "1m")
     assert inside.returncode == ExitCode.REJECTED and inside.stdout == ""
     assert "the apiserver rejected it:\n  spec.output.uri: Invalid value: spec.output.uri must not be spec.input.uri "\
            "or lie inside it (results would be OCR'd on the next run)" in inside.stderr
-    several = ocrjob(shell, "submit", *flags, "--output", "s3://bkt/out", "--parallelism", "0", "--set",
+    several = run_cli(shell, "submit", *flags, "--output", "s3://bkt/out", "--parallelism", "0", "--set",
                      "retries.perShard=1000")
     assert several.returncode == ExitCode.REJECTED
     assert "spec.parallelism: Invalid value: 0: spec.parallelism in body should be greater than or equal to 1" \
         in several.stderr and "spec.retries.perShard" in several.stderr
-    no_secret = ocrjob(shell, "submit", *flags, "--output", "s3://bkt/out", "--credentials-secret", "team-s3")
+    no_secret = run_cli(shell, "submit", *flags, "--output", "s3://bkt/out", "--credentials-secret", "team-s3")
     assert no_secret.returncode == ExitCode.REJECTED
     assert f"the credentials Secret {namespace}/team-s3 (spec.s3.credentialsSecret.name) does not exist: create it " \
            f"with `kubectl -n {namespace} create secret generic team-s3" in no_secret.stderr
-    taken = [ocrjob(shell, "submit", *flags, "--output", "s3://bkt/out", "--name", "twice") for _ in range(2)]
+    taken = [run_cli(shell, "submit", *flags, "--output", "s3://bkt/out", "--name", "twice") for _ in range(2)]
     assert [p.returncode for p in taken] == [ExitCode.SUCCEEDED, ExitCode.REJECTED]
     assert 'ocrjobs.ocrjob.dev "twice" already exists' in taken[1].stderr
-    dry = ocrjob(shell, "submit", *flags, "--output", "s3://bkt/out", "--name", "dry", "--dry-run")
+    dry = run_cli(shell, "submit", *flags, "--output", "s3://bkt/out", "--name", "dry", "--dry-run")
     assert dry.returncode == 0 and yaml.safe_load(dry.stdout)["spec"]["parallelism"] == 1  # CRD default applied
-    missing = ocrjob(shell, "status", "nope")
+    missing = run_cli(shell, "status", "nope")
     assert missing.returncode == ExitCode.NOT_FOUND and 'ocrjobs.ocrjob.dev "nope" not found' in missing.stderr
-    assert ocrjob(shell, "list", "-o", "name").stdout.split() == ["twice"]  # nothing else was created
+    assert run_cli(shell, "list", "-o", "name").stdout.split() == ["twice"]  # nothing else was created
     Jobs(k8s_client, namespace).delete("twice")  # no operator here: it has no finalizer yet
 
 
 def test_timeout_exits_4_and_cancel_on_timeout_deletes_the_job(env: Env, shell: dict[str, str]) -> None:
     upload(env, 2, seed=3)
     started = time.monotonic()
-    proc = ocrjob(shell, "submit", "--name", "slow", *job_flags(env), "--wait", "--timeout", "5",
+    proc = run_cli(shell, "submit", "--name", "slow", *job_flags(env), "--wait", "--timeout", "5",
                   "--cancel-on-timeout")
     assert proc.returncode == ExitCode.TIMEOUT and time.monotonic() - started < 30
     assert "timed out after 5s waiting for ocrjob slow" in proc.stderr
@@ -174,28 +143,28 @@ def test_timeout_exits_4_and_cancel_on_timeout_deletes_the_job(env: Env, shell: 
 
 def test_suspend_resume_and_cancel(env: Env, shell: dict[str, str]) -> None:
     upload(env, 2, seed=4)
-    assert ocrjob(shell, "submit", "--name", "paused", *job_flags(env), "--suspend").returncode == 0
+    assert run_cli(shell, "submit", "--name", "paused", *job_flags(env), "--suspend").returncode == 0
     wait_until(lambda: env.jobs.status("paused").get("phase") == "Suspended", timeout=60, what="phase Suspended")
-    assert "Suspended" in ocrjob(shell, "status", "paused").stdout and not env.jobs.pods("paused")
-    assert ocrjob(shell, "resume", "paused").returncode == 0
+    assert "Suspended" in run_cli(shell, "status", "paused").stdout and not env.jobs.pods("paused")
+    assert run_cli(shell, "resume", "paused").returncode == 0
     assert env.jobs.get("paused")["spec"]["suspend"] is False
-    assert ocrjob(shell, "suspend", "paused").returncode == 0
+    assert run_cli(shell, "suspend", "paused").returncode == 0
     assert env.jobs.get("paused")["spec"]["suspend"] is True
-    cancel = ocrjob(shell, "cancel", "paused", "--timeout", "60s")
+    cancel = run_cli(shell, "cancel", "paused", "--timeout", "60s")
     assert cancel.returncode == 0 and not env.jobs.exists("paused")
-    assert ocrjob(shell, "cancel", "paused").returncode == ExitCode.NOT_FOUND
+    assert run_cli(shell, "cancel", "paused").returncode == ExitCode.NOT_FOUND
 
 
 def test_retry_reprocesses_exactly_the_failed_items(env: Env, shell: dict[str, str]) -> None:
     names = upload(env, 3, seed=5, corrupt=True)
     good = [n for n in names if n not in CORRUPT]
-    first = ocrjob(shell, "submit", "--name", "first", *job_flags(env), "--wait", "--timeout", "4m",
+    first = run_cli(shell, "submit", "--name", "first", *job_flags(env), "--wait", "--timeout", "4m",
                    "--fail-on-item-errors")
     assert first.returncode == ExitCode.ITEM_ERRORS, first.stderr
     assert "ocrjob first Succeeded" in first.stderr and "2 document(s) have error records" in first.stderr
-    summary = json.loads(ocrjob(shell, "results", "first", "-o", "json").stdout)
+    summary = json.loads(run_cli(shell, "results", "first", "-o", "json").stdout)
     assert sorted(item["key"] for item in summary["failed_items"]) == sorted(CORRUPT)
-    table = ocrjob(shell, "results", "first").stdout
+    table = run_cli(shell, "results", "first").stdout
     assert "Failed items (2)" in table and "unsupported_format" in table and "ocrjob retry first" in table
     stamps = {n: env.s3.head_object(Bucket=env.bucket, Key=f"out/{layout.result_key(n)}")["LastModified"]
               for n in good}
@@ -204,9 +173,9 @@ def test_retry_reprocesses_exactly_the_failed_items(env: Env, shell: dict[str, s
     fixed = generate_corpus(env.tmp / "fixed", 2, seed=6, size=PAGE)
     for key, source in zip(CORRUPT, fixed, strict=True):
         env.s3.upload_file(str(env.tmp / "fixed" / source), env.bucket, f"in/{key}")
-    dry = ocrjob(shell, "retry", "first", "--dry-run")
+    dry = run_cli(shell, "retry", "first", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.split() == sorted(CORRUPT)
-    retried = ocrjob(shell, "retry", "first", "--wait", "--timeout", "4m", "--fail-on-item-errors")
+    retried = run_cli(shell, "retry", "first", "--wait", "--timeout", "4m", "--fail-on-item-errors")
     assert retried.returncode == ExitCode.SUCCEEDED, retried.stderr
     new = retried.stdout.split()[0]
     assert new.startswith("first-retry-") and "retries 2 document(s) of first: 2 with an error record" in retried.stderr
@@ -230,6 +199,6 @@ def test_retry_reprocesses_exactly_the_failed_items(env: Env, shell: dict[str, s
     for key in good:  # untouched
         assert env.s3.head_object(Bucket=env.bucket, Key=f"out/{layout.result_key(key)}")["LastModified"] == \
             stamps[key]
-    assert ocrjob(shell, "list", "-l", f"{LABEL_RETRY_OF}=first", "-o", "name").stdout.split() == [new]
-    nothing = ocrjob(shell, "retry", new)
+    assert run_cli(shell, "list", "-l", f"{LABEL_RETRY_OF}=first", "-o", "name").stdout.split() == [new]
+    nothing = run_cli(shell, "retry", new)
     assert nothing.returncode == 0 and "nothing to retry" in nothing.stderr

@@ -16,9 +16,8 @@ import pytest
 from inference_pod.job import layout
 from ocrjob_cli.exit import ExitCode
 from ocrjob_operator.api.client import KubeError
-from tests.e2e.conftest import Env
+from tests.e2e.conftest import OCRJOB, Env, job_flags
 from tests.e2e.operator_harness import Jobs
-from tests.e2e.test_cli_e2e import OCRJOB, job_flags, shell  # noqa: F401 - `shell` is a fixture
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]
@@ -36,7 +35,7 @@ def stored_results(env: Env) -> dict[str, str]:
     return found
 
 
-def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: dict[str, str]) -> None:  # noqa: F811
+def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: dict[str, str]) -> None:
     env.upload(GOOD, seed=91)
     env.put(f"in/{CORRUPT_KEY}", b"\xff\xd8\xff\xe0" + os.urandom(300))
     total = GOOD + 1
