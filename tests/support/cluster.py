@@ -30,6 +30,7 @@ import kubernetes
 
 from inference_pod.models import default_cache_dir
 from ocrjob_operator.api.client import Client, load_config
+from ocrjob_operator.api.phases import ConditionType
 from tests.support import sample_job
 from tests.support.controlplane import REPO, ControlPlane, control_plane_bin_dir, venv_tool
 from tests.support.operator_deploy import deploy_operator, write_local_overlay
@@ -197,6 +198,7 @@ def _serve(state_dir: Path) -> int:
         signal.signal(sig, lambda *_: stop.set())
     cluster = LocalCluster(state_dir, real_node=real_gpu_node_spec(), with_s3=True)
     cluster.start()
+    sample: Path | None = None
     try:
         if cluster.real_node is not None:
             try:
@@ -211,11 +213,11 @@ def _serve(state_dir: Path) -> int:
             inference = cluster.image_refs.get(UP_INFERENCE_IMAGE)
             if inference and cluster.s3 is not None and cluster.s3_endpoint_in_cluster:
                 sample = sample_job.prepare(cluster.s3, cluster.s3_endpoint_in_cluster, inference, state_dir)
-                print(f"sample job: kubectl apply -f {sample} && kubectl get ocr -w", flush=True)
         state = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig), "s3_endpoint": cluster.s3.endpoint,
                  "s3_env": cluster.s3.env(), "pids": cluster.pids(), "startup_seconds": cluster.startup_seconds,
                  "s3_endpoint_in_cluster": cluster.s3_endpoint_in_cluster,
                  "inference_image": cluster.image_refs.get(UP_INFERENCE_IMAGE),
+                 "sample_job": str(sample) if sample else None,
                  "logs": {k: str(v) for k, v in cluster.logs().items()}}
         (state_dir / "env.sh").write_text(_exports(state) + "\n")  # `source` it in a shell
         tmp = state_dir / "state.json.tmp"
@@ -254,10 +256,27 @@ def _up(state_dir: Path, timeout: float) -> int:
     except TimeoutError:
         stop_group(proc, grace=30)
         raise
-    print(f"cluster up in {time.monotonic() - began:.1f}s; logs in {state_dir} (stop: python -m "
-          f"tests.support.cluster down)", file=sys.stderr)
+    print(f"cluster up in {time.monotonic() - began:.1f}s; logs in {state_dir}", file=sys.stderr)
     print(_exports(state))
+    print(next_steps(state_dir, state), file=sys.stderr)
     return 0
+
+
+def next_steps(state_dir: Path, state: dict[str, Any]) -> str:
+    """What a newcomer runs next, printed on the console (not only in the supervisor's log)."""
+    bin_dir = Path(sys.executable).parent
+    kubectl = os.path.relpath(bin_dir / "kubectl", Path.cwd())
+    steps = [f"source {state_dir / 'env.sh'}", f"{kubectl} get nodes"]
+    if state.get("sample_job"):
+        in_sample = f"{kubectl} -n {sample_job.SAMPLE_NAMESPACE}"
+        steps += [f"{kubectl} apply -f {state['sample_job']}",
+                  f"{in_sample} wait --for=condition={ConditionType.SUCCEEDED} --timeout=300s "
+                  f"ocrjob/{sample_job.SAMPLE_JOB}",
+                  f"{in_sample} get ocr",
+                  f"{os.path.relpath(bin_dir / 'ocrjob', Path.cwd())} results -n {sample_job.SAMPLE_NAMESPACE} "
+                  f"{sample_job.SAMPLE_JOB}"]
+    steps.append("make cluster-down")
+    return "\nNext:\n" + "\n".join(f"  {step}" for step in steps)
 
 
 def _down(state_dir: Path, timeout: float) -> int:

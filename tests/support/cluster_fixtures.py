@@ -49,6 +49,12 @@ def real_node_unavailable() -> str | None:
     return f"missing {', '.join(missing)} (run `make node-deps`)" if missing else None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `walk` start a cluster of their own (`make cluster-up`'s): they run first, before the
+    session's `cluster` takes the machine's one real node."""
+    items.sort(key=lambda item: item.get_closest_marker("walk") is None)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build missing control-plane binaries and images before any test runs: cold builds (~15 min on 2 cores)
     would otherwise count against the first test's pytest-timeout. A no-op when they are cached."""

@@ -172,6 +172,8 @@ class RealNode:
                                       f"-socket={FAKEGPU_SOCKET_PREFIX}{self.name}.sock", f"-resource={GPU}",
                                       f"-ids={','.join(self.gpu_ids)}"])
             self.wait_ready(timeout)
+            # A node of the same name stopped earlier was cordoned by stop(); this kubelet serves it again.
+            self.core().patch_node(self.name, {"spec": {"unschedulable": False}})
             self.ready_seconds = time.monotonic() - began
         except BaseException:
             self.stop()
@@ -341,8 +343,12 @@ class RealNode:
             self._lock.release()
 
     def _delete_pods(self, timeout: float) -> None:
-        """Delete the pods bound here and wait until the kubelet has torn down their sandboxes (veths gone)."""
+        """Delete the pods bound here and wait until the kubelet has torn down their sandboxes (veths gone).
+        The node is cordoned first: otherwise a controller's replacement (the operator Deployment's next pod)
+        is bound here again at once, and the wait for an empty node runs into its timeout twice."""
         core = self.core()
+        with contextlib.suppress(ApiException):
+            core.patch_node(self.name, {"spec": {"unschedulable": True}})
         selector = f"spec.nodeName={self.name}"
         for pod in core.list_pod_for_all_namespaces(field_selector=selector).items:
             with contextlib.suppress(ApiException):

@@ -1,0 +1,73 @@
+"""The README's cluster walk, as a newcomer types it: `make cluster-up` (here its command,
+`python -m tests.support.cluster up`), the sample job it prints, `kubectl get ocr`, `ocrjob results`, then
+`make cluster-down`, which must leave nothing on the host.
+
+It runs its own cluster, so it runs before the session's `cluster` fixture takes the machine's one real node
+(`pytest_collection_modifyitems` in tests/support/cluster_fixtures.py puts tests marked `walk` first)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference_pod.job.summary_records import JobSummary
+from ocrjob_operator.api.phases import ConditionType
+from tests.support import nodehost, sample_job
+from tests.support.cluster_fixtures import real_node_unavailable
+from tests.support.controlplane import REPO, venv_tool
+
+pytestmark = [pytest.mark.walk, pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.real_node,
+              pytest.mark.slow]
+CLUSTER = [sys.executable, "-m", "tests.support.cluster"]
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    print(f"$ {shlex.join(argv)}  # exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def sourced(env_sh: Path, base: dict[str, str]) -> dict[str, str]:
+    """The environment after `source env.sh` (its lines are plain `export NAME=value`)."""
+    env = dict(base)
+    for line in env_sh.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    return env
+
+
+def test_the_readme_cluster_walk_from_up_to_down(tmp_path: Path) -> None:
+    reason = real_node_unavailable()
+    if reason:
+        pytest.skip(reason)
+    state = tmp_path / "cluster-local"
+    base = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        up = run([*CLUSTER, "up", "--state-dir", str(state)], base, timeout=900)
+        assert up.returncode == 0
+        # The console (not only a log file) tells the newcomer what to run next.
+        sample = state / "sample-ocrjob.yaml"
+        assert "Next:" in up.stderr and f"apply -f {sample}" in up.stderr and "make cluster-down" in up.stderr
+        env = sourced(state / "env.sh", base)
+        kubectl = [venv_tool("kubectl"), "-n", sample_job.SAMPLE_NAMESPACE]
+        assert run([*kubectl, "apply", "-f", str(sample)], env, timeout=60).returncode == 0
+        waited = run([*kubectl, "wait", f"--for=condition={ConditionType.SUCCEEDED}", "--timeout=300s",
+                      f"ocrjob/{sample_job.SAMPLE_JOB}"], env, timeout=330)
+        assert waited.returncode == 0
+        listed = run([*kubectl, "get", "ocr"], env, timeout=60)
+        assert listed.returncode == 0 and sample_job.SAMPLE_JOB in listed.stdout and "Succeeded" in listed.stdout
+        results = run([str(Path(sys.executable).with_name("ocrjob")), "results", "-n", sample_job.SAMPLE_NAMESPACE,
+                       "-o", "json", sample_job.SAMPLE_JOB], env, timeout=120)
+        assert results.returncode == 0
+        summary = JobSummary.from_dict(json.loads(results.stdout))
+        assert (summary.status, summary.items.ok) == ("succeeded", sample_job.SAMPLE_DOCUMENTS)
+    finally:
+        down = run([*CLUSTER, "down", "--state-dir", str(state)], base, timeout=600)
+    assert down.returncode == 0
+    assert nodehost.leftovers() == []
