@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from inference_pod.job import layout
 from inference_pod.job.settings import ENGINE_PADDLE
 from inference_pod.local.samples import generate_corpus
 from ocrjob_operator.api.client import Client
@@ -97,6 +98,25 @@ class Env:
 
     def put(self, key: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def heartbeat(self, job: str, shard: int = 0) -> dict[str, Any] | None:
+        """The shard's last heartbeat in S3 (None before its first)."""
+        uid = self.jobs.get(job)["metadata"]["uid"]
+        try:
+            return self.result(f"out/{layout.progress_key(uid, shard)}")
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def midway(self, job: str, pod: str, total: int = MIDWAY_DOCUMENTS, shard: int = 0) -> bool:
+        """Whether `pod`'s heartbeat says it has finished some but not all of its `total` documents."""
+        beat = self.heartbeat(job, shard) or {}
+        items = beat.get("items") or {}
+        done = sum(int(items.get(k) or 0) for k in ("ok", "failed", "skipped"))
+        return beat.get("pod") == pod and 1 <= done < total
+
+    def wait_midway(self, job: str, pod: str, total: int = MIDWAY_DOCUMENTS, timeout: float = 240) -> None:
+        wait_until(lambda: self.midway(job, pod, total), timeout=timeout, interval=0.3,
+                   what=f"{pod} to be midway through its {total} documents")
 
     def running_pods(self, job: str) -> list[str]:
         def running(pod: dict[str, Any]) -> bool:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from inference_pod.job import layout
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
 from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
@@ -29,25 +28,13 @@ def failed_within(env: Env, name: str, seconds: float) -> dict[str, Any]:
     return env.jobs.wait_status(name, lambda s: s.get("phase") == "Failed", seconds, "phase Failed")
 
 
-def midway(env: Env, job: str, pod: str, total: int) -> bool:
-    uid = env.jobs.get(job)["metadata"]["uid"]
-    try:
-        beat = env.result(f"out/{layout.progress_key(uid, 0)}")
-    except env.s3.exceptions.NoSuchKey:
-        return False
-    items = beat.get("items") or {}
-    done = sum(int(items.get(k) or 0) for k in ("ok", "failed", "skipped"))
-    return beat.get("pod") == pod and 1 <= done < total
-
-
 @pytest.mark.slow
 def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=71)
     # No counted retry allowed: a shard that loses storage must not spend the budget.
     env.jobs.create(env.job("outage", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("outage", 0, 0)
-    wait_until(lambda: midway(env, "outage", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
-               what="shard 0 to be midway")
+    env.wait_midway("outage", first)
     s3_server.stop()
     began, seen_down = time.monotonic(), None
     try:
@@ -101,8 +88,7 @@ def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: E
     env.upload(MIDWAY_DOCUMENTS, seed=74)
     env.jobs.create(env.job("vanish", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("vanish", 0, 0)
-    wait_until(lambda: midway(env, "vanish", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
-               what="shard 0 to be midway")
+    env.wait_midway("vanish", first)
     k8s_client.delete_pod(env.namespace, first, 0)  # force: no graceful stop, no Failed phase, no trace
     status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
@@ -118,8 +104,7 @@ def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=75)
     env.jobs.create(env.job("sigkill", ocr=MIDWAY_OCR, retries={"perShard": 1, "backoffSeconds": 1}))
     first = pod_name("sigkill", 0, 0)
-    wait_until(lambda: midway(env, "sigkill", first, MIDWAY_DOCUMENTS), timeout=240, interval=0.3,
-               what="shard 0 to be midway")
+    env.wait_midway("sigkill", first)
     env.cluster.real_node.sigkill(env.namespace, first)  # every process of the container, through containerd
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status

@@ -45,13 +45,6 @@ def reasons(env: Env, name: str) -> list[str]:
     return [reason for reason, _ in env.jobs.events(name)]
 
 
-def heartbeat(env: Env, uid: str, shard: int) -> dict[str, Any] | None:
-    try:
-        return env.result(f"out/{layout.progress_key(uid, shard)}")
-    except env.s3.exceptions.NoSuchKey:
-        return None
-
-
 # -- the whole job ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_restart(env: Env) -> None:
@@ -119,13 +112,7 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
     uid = env.jobs.wait_status("killed", lambda s: s.get("planLocation"), 60, "planned") and \
         env.jobs.get("killed")["metadata"]["uid"]
 
-    def midway() -> bool:
-        beat = heartbeat(env, uid, 0)
-        items = (beat or {}).get("items") or {}
-        done = items.get("ok", 0) + items.get("failed", 0) + items.get("skipped", 0)
-        return bool(beat) and beat.get("pod") == "killed-s0-a0" and 1 <= done < MIDWAY_DOCUMENTS
-
-    wait_until(midway, timeout=180, interval=0.3, what="shard 0 to be midway")
+    env.wait_midway("killed", "killed-s0-a0")
     env.cluster.real_node.oom_kill(env.namespace, "killed-s0-a0")
     status = wait_phase(env, "killed", "Succeeded", timeout=240)
     assert env.pods.created == ["killed-s0-a0", "killed-s0-a1"]
@@ -144,8 +131,7 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
     corpus = env.upload(3, seed=71)
     env.jobs.create(env.job("stalled", stallTimeoutSeconds=10, retries={"perShard": 1, "backoffSeconds": 1}))
     env.jobs.wait_status("stalled", lambda s: s.get("planLocation"), 60, "planned")
-    uid = env.jobs.get("stalled")["metadata"]["uid"]
-    wait_until(lambda: (heartbeat(env, uid, 0) or {}).get("pod") == "stalled-s0-a0", timeout=120,
+    wait_until(lambda: (env.heartbeat("stalled") or {}).get("pod") == "stalled-s0-a0", timeout=120,
                what="the first heartbeat of stalled-s0-a0")
     # Every process of the container stops: no heartbeat, no progress, no exit.
     env.cluster.real_node.signal_container(env.namespace, "stalled-s0-a0", signal="SIGSTOP")
@@ -161,9 +147,9 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
 
 @pytest.mark.slow
 def test_a_drained_node_does_not_spend_the_retry_budget(env: Env) -> None:
-    env.upload(3, seed=31)
-    env.jobs.create(env.job("evicted", retries={"perShard": 0}))
-    wait_until(lambda: env.running_pods("evicted"), timeout=120, what="a running shard pod")
+    env.upload(MIDWAY_DOCUMENTS, seed=31)
+    env.jobs.create(env.job("evicted", ocr=MIDWAY_OCR, retries={"perShard": 0}))
+    env.wait_midway("evicted", "evicted-s0-a0")
     node = env.cluster.real_node.name
     try:  # as an admin drains a node for maintenance: cordon, then the Eviction API for its pods
         kubectl(env.admin_kubeconfig, "drain", node, "--pod-selector", f"{LABEL_JOB}=evicted",
