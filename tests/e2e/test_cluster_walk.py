@@ -1,6 +1,7 @@
 """The README's cluster walk, as a newcomer types it: `make cluster-up` (here its command,
 `python -m tests.support.cluster up`), the sample job it prints, `kubectl get ocr`, `ocrjob results`, then
-`make cluster-down`, which must leave nothing on the host.
+`make cluster-down`, which must leave nothing on the host. On the way, the operator's Deployment has
+its two replicas run and the leader's pod is deleted while the sample job runs.
 
 It runs its own cluster, so it runs before the session's `cluster` fixture takes the machine's one real node
 (`pytest_collection_modifyitems` in tests/support/cluster_fixtures.py puts tests marked `walk` first)."""
@@ -17,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from inference_pod.job.summary_records import JobSummary
+from ocrjob_operator.api.names import LEASE_NAME, OPERATOR_NAMESPACE
 from ocrjob_operator.api.phases import ConditionType
 from tests.support import nodehost, sample_job
 from tests.support.cluster_fixtures import real_node_unavailable
 from tests.support.controlplane import REPO, venv_tool
+from tests.support.operator_deploy import manifest_deployment
 
 pytestmark = [pytest.mark.walk, pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.real_node,
               pytest.mark.slow]
@@ -56,7 +59,18 @@ def test_the_readme_cluster_walk_from_up_to_down(tmp_path: Path) -> None:
         assert "Next:" in up.stderr and f"apply -f {sample}" in up.stderr and "make cluster-down" in up.stderr
         env = sourced(state / "env.sh", base)
         kubectl = [venv_tool("kubectl"), "-n", sample_job.SAMPLE_NAMESPACE]
+        # The Deployment runs two replicas (manifests/deployment.yaml), one leader; the leader's pod is deleted
+        # while the job runs, and the other replica takes over.
+        system = [venv_tool("kubectl"), "-n", OPERATOR_NAMESPACE]
+        deployment = f"deployment/{manifest_deployment()['metadata']['name']}"
+        assert run([*system, "rollout", "status", deployment, "--timeout=180s"], env, timeout=200).returncode == 0
+        ready = run([*system, "get", deployment, "-o", "jsonpath={.status.readyReplicas}"], env, timeout=60)
+        assert ready.stdout.strip() == str(manifest_deployment()["spec"]["replicas"]) == "2"
         assert run([*kubectl, "apply", "-f", str(sample)], env, timeout=60).returncode == 0
+        holder = run([*system, "get", "lease", LEASE_NAME, "-o", "jsonpath={.spec.holderIdentity}"], env, timeout=60)
+        leader_pod = holder.stdout.strip().rsplit("_", 1)[0]
+        assert leader_pod, "a replica holds the Lease"
+        assert run([*system, "delete", "pod", leader_pod, "--wait=false"], env, timeout=60).returncode == 0
         waited = run([*kubectl, "wait", f"--for=condition={ConditionType.SUCCEEDED}", "--timeout=300s",
                       f"ocrjob/{sample_job.SAMPLE_JOB}"], env, timeout=330)
         assert waited.returncode == 0
@@ -67,6 +81,8 @@ def test_the_readme_cluster_walk_from_up_to_down(tmp_path: Path) -> None:
         assert results.returncode == 0
         summary = JobSummary.from_dict(json.loads(results.stdout))
         assert (summary.status, summary.items.ok) == ("succeeded", sample_job.SAMPLE_DOCUMENTS)
+        plan = run([*kubectl, "get", "ocr", sample_job.SAMPLE_JOB, "-o", "jsonpath={.status.planId}"], env, timeout=60)
+        assert plan.stdout.strip() and summary.job_id  # planned once, by whichever replica led
     finally:
         down = run([*CLUSTER, "down", "--state-dir", str(state)], base, timeout=600)
     assert down.returncode == 0
