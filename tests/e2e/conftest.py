@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from inference_pod.job import layout
-from inference_pod.job.settings import ENGINE_PADDLE
 from inference_pod.local.samples import generate_corpus
 from ocrjob_operator.api.client import Client
 from tests.e2e.operator_harness import (
@@ -32,13 +31,12 @@ from tests.e2e.operator_harness import (
 from tests.support.cluster import LocalCluster
 from tests.support.operator_deploy import OperatorPod
 from tests.support.procs import tail, wait_until
+from tests.support.s3gate import S3Gate
 
 SMALL_PAGE = (640, 400)  # OCR on this machine's 2 CPU cores: keep pages small
-# A fault must land while a shard is midway, seen in its 5-s heartbeat: on ONNX Runtime (the default) a shard
-# of a few small pages can finish between two heartbeats; Paddle's engine is several times slower per page.
-# And enough pages that the shard runs for several heartbeats even when it is fast.
-MIDWAY_OCR = {"detLimitSideLen": 640, "engine": ENGINE_PADDLE}
-MIDWAY_DOCUMENTS = 16
+# A fault must land while a shard is midway: the S3 gate holds the download of the middle document (`hold_midway`),
+# so the shard has finished some documents and cannot finish the rest however fast its engine is.
+MIDWAY_DOCUMENTS = 8
 OCRJOB = str(Path(sys.executable).with_name("ocrjob"))  # the console script, as installed
 INFERENCE_IMAGE = "inference-cpu"  # tests.support.images names
 OPERATOR_IMAGE = "operator"
@@ -70,6 +68,16 @@ def new_operator(cluster: LocalCluster, namespace: str, workdir: Path, args: tup
                        sigkill=cluster.real_node.sigkill, args=args, name=name)
 
 
+@pytest.fixture(scope="session")
+def s3_gate(cluster: LocalCluster) -> Iterator[tuple[S3Gate, str]]:
+    """The S3 gate (tests/support/s3gate.py) in front of the session's SeaweedFS, and its endpoint as pods reach it."""
+    gate = S3Gate(cluster.s3.ports["s3"]).start()
+    try:
+        yield gate, cluster.expose(gate.port)
+    finally:
+        gate.stop()
+
+
 @dataclass
 class Env:
     cluster: LocalCluster
@@ -79,7 +87,8 @@ class Env:
     pods: PodRecorder
     s3: Any
     bucket: str
-    endpoint: str  # S3 as pods (and the operator) reach it
+    endpoint: str  # S3 as pods (and the operator) reach it: through the gate
+    gate: S3Gate
     image: str  # the CPU inference image on the node
     admin_kubeconfig: Path
     tmp: Path
@@ -98,6 +107,15 @@ class Env:
 
     def put(self, key: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def hold_midway(self, prefix: str = "in") -> str:
+        """Hold the download of the middle document under `prefix` (in key order, the shard's order) until
+        `gate.release()`; its key."""
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{prefix}/").get("Contents") or []
+        keys = sorted(obj["Key"] for obj in listed)
+        assert len(keys) >= 3, f"hold_midway needs documents before and after the held one, got {keys}"
+        self.gate.hold(keys[len(keys) // 2])
+        return keys[len(keys) // 2]
 
     def heartbeat(self, job: str, shard: int = 0) -> dict[str, Any] | None:
         """The shard's last heartbeat in S3 (None before its first)."""
@@ -129,17 +147,17 @@ class Env:
 
 @pytest.fixture
 def env(cluster: LocalCluster, installed: Path, k8s_client: Client, namespace: str, s3_server: Any,
-        s3_bucket: str, tmp_path: Path) -> Iterator[Env]:
+        s3_bucket: str, s3_gate: tuple[S3Gate, str], tmp_path: Path) -> Iterator[Env]:
     jobs = Jobs(k8s_client, namespace)
     jobs.create_secret(s3_server.access_key, s3_server.secret_key)
     grant_operator(cluster.kubeconfig, namespace)
     operator = new_operator(cluster, namespace, tmp_path)
-    endpoint, image = cluster.s3_endpoint_in_cluster, cluster.real_node_image(INFERENCE_IMAGE)
-    assert endpoint, "the cluster's real node exposes S3"
+    gate, endpoint = s3_gate
+    image = cluster.real_node_image(INFERENCE_IMAGE)
     pods = PodRecorder(cluster.api_client, namespace).start()
     try:
         operator.start()
-        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, endpoint, image,
+        yield Env(cluster, namespace, jobs, operator, pods, s3_server.client(), s3_bucket, endpoint, gate, image,
                   cluster.kubeconfig, tmp_path)
     finally:
         # Remove the jobs while the operator still runs (it owns their finalizer), then stop it.
@@ -149,6 +167,7 @@ def env(cluster: LocalCluster, installed: Path, k8s_client: Client, namespace: s
             if operator.running():
                 wait_until(lambda: not jobs.listed(), timeout=60, what="OcrJobs to be deleted")
         finally:
+            gate.release()
             operator.stop()
             pods.stop()
             print(f"--- operator log ({operator.log}) ---\n{tail(operator.log, 150)}")

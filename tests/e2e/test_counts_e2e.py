@@ -38,6 +38,7 @@ def stored_results(env: Env) -> dict[str, str]:
 def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: dict[str, str]) -> None:
     env.upload(GOOD, seed=91)
     env.put(f"in/{CORRUPT_KEY}", b"\xff\xd8\xff\xe0" + os.urandom(300))
+    env.hold_midway()
     total = GOOD + 1
     submit = subprocess.Popen([OCRJOB, "submit", "--name", "counted", *job_flags(env), "--wait", "--timeout", "6m",
                                "--fail-on-item-errors"], env=shell, stdout=subprocess.PIPE,
@@ -72,6 +73,7 @@ def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: d
 
         wait_until(midway, timeout=240, interval=0.3, what="shard 0 to have written its error record, midway")
         env.cluster.real_node.oom_kill(env.namespace, "counted-s0-a0")
+        env.gate.release()
         out, _ = submit.communicate(timeout=400)
     finally:
         stop.set()

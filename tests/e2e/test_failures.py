@@ -11,7 +11,7 @@ import pytest
 
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
-from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
+from tests.e2e.conftest import MIDWAY_DOCUMENTS, Env
 from tests.e2e.operator_harness import Jobs, ocrjob
 from tests.support.procs import wait_until
 
@@ -31,11 +31,13 @@ def failed_within(env: Env, name: str, seconds: float) -> dict[str, Any]:
 @pytest.mark.slow
 def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=71)
+    env.hold_midway()
     # No counted retry allowed: a shard that loses storage must not spend the budget.
-    env.jobs.create(env.job("outage", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
+    env.jobs.create(env.job("outage", retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("outage", 0, 0)
     env.wait_midway("outage", first)
     s3_server.stop()
+    env.gate.release()
     began, seen_down = time.monotonic(), None
     try:
         while time.monotonic() - began < OUTAGE_SECONDS:
@@ -86,10 +88,12 @@ def test_an_unschedulable_job_fails_with_the_schedulers_reason(env: Env) -> None
 @pytest.mark.slow
 def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: Env, k8s_client: Client) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=74)
-    env.jobs.create(env.job("vanish", ocr=MIDWAY_OCR, retries={"perShard": 0, "backoffSeconds": 1}))
+    env.hold_midway()
+    env.jobs.create(env.job("vanish", retries={"perShard": 0, "backoffSeconds": 1}))
     first = pod_name("vanish", 0, 0)
     env.wait_midway("vanish", first)
     k8s_client.delete_pod(env.namespace, first, 0)  # force: no graceful stop, no Failed phase, no trace
+    env.gate.release()
     status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
     assert status["vanishedPods"]["count"] == 1 and status["vanishedPods"]["pods"][0]["name"] == first
@@ -102,10 +106,12 @@ def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: E
 @pytest.mark.slow
 def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=75)
-    env.jobs.create(env.job("sigkill", ocr=MIDWAY_OCR, retries={"perShard": 1, "backoffSeconds": 1}))
+    env.hold_midway()
+    env.jobs.create(env.job("sigkill", retries={"perShard": 1, "backoffSeconds": 1}))
     first = pod_name("sigkill", 0, 0)
     env.wait_midway("sigkill", first)
     env.cluster.real_node.sigkill(env.namespace, first)  # every process of the container, through containerd
+    env.gate.release()
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
     assert status["retries"] == {"counted": 1, "disruptions": 0}

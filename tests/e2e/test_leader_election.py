@@ -96,6 +96,7 @@ def test_two_operators_one_leader_one_plan(env: Env, standby: OperatorPod, k8s_c
 @pytest.mark.slow
 def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorPod, k8s_client: Client) -> None:
     corpus = env.upload(6, seed=43)
+    env.gate.hold(*(f"in/{name}" for name in corpus))  # both shards stay running until the takeover is done
     env.jobs.create(env.job("takeover", sharding={"shardCount": 2}, parallelism=2))
     env.jobs.wait_status("takeover", lambda s: s.get("planLocation"), 60, "a plan location")
     uid = env.jobs.get("takeover")["metadata"]["uid"]
@@ -106,6 +107,7 @@ def test_standby_takes_over_a_killed_leader_mid_job(env: Env, standby: OperatorP
                what="the standby to take the Lease")
     took = time.monotonic() - killed
     assert took <= TAKEOVER_AFTER_CRASH, f"takeover after {took:.1f}s (bound {TAKEOVER_AFTER_CRASH}s)"
+    env.gate.release()
     status = wait_finished(env, "takeover", 300)
     assert status["items"] == {"total": 6, "done": 6, "ok": 6, "failed": 0, "skipped": 0}
     # One plan (planned once, by the first leader), one pod per shard, one result per document.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from inference_pod.job.plan import manifest_key
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import LABEL_JOB
-from tests.e2e.conftest import MIDWAY_DOCUMENTS, MIDWAY_OCR, Env
+from tests.e2e.conftest import MIDWAY_DOCUMENTS, Env
 from tests.e2e.operator_harness import (
     REPO,
     Jobs,
@@ -108,12 +109,14 @@ def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_re
 @pytest.mark.slow
 def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
     corpus = env.upload(MIDWAY_DOCUMENTS, seed=21)
-    env.jobs.create(env.job("killed", ocr=MIDWAY_OCR, retries={"perShard": 1, "backoffSeconds": 1}))
+    env.hold_midway()
+    env.jobs.create(env.job("killed", retries={"perShard": 1, "backoffSeconds": 1}))
     uid = env.jobs.wait_status("killed", lambda s: s.get("planLocation"), 60, "planned") and \
         env.jobs.get("killed")["metadata"]["uid"]
 
     env.wait_midway("killed", "killed-s0-a0")
     env.cluster.real_node.oom_kill(env.namespace, "killed-s0-a0")
+    env.gate.release()
     status = wait_phase(env, "killed", "Succeeded", timeout=240)
     assert env.pods.created == ["killed-s0-a0", "killed-s0-a1"]
     assert status["retries"] == {"counted": 1, "disruptions": 0}
@@ -148,12 +151,20 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
 @pytest.mark.slow
 def test_a_drained_node_does_not_spend_the_retry_budget(env: Env) -> None:
     env.upload(MIDWAY_DOCUMENTS, seed=31)
-    env.jobs.create(env.job("evicted", ocr=MIDWAY_OCR, retries={"perShard": 0}))
+    env.hold_midway()
+    env.jobs.create(env.job("evicted", retries={"perShard": 0}))
     env.wait_midway("evicted", "evicted-s0-a0")
     node = env.cluster.real_node.name
     try:  # as an admin drains a node for maintenance: cordon, then the Eviction API for its pods
-        kubectl(env.admin_kubeconfig, "drain", node, "--pod-selector", f"{LABEL_JOB}=evicted",
-                "--delete-emptydir-data", "--ignore-daemonsets", "--timeout=120s", timeout=150)
+        with ThreadPoolExecutor(1) as pool:
+            drain = pool.submit(kubectl, env.admin_kubeconfig, "drain", node, "--pod-selector",
+                                f"{LABEL_JOB}=evicted", "--delete-emptydir-data", "--ignore-daemonsets",
+                                "--timeout=120s", timeout=150)
+            # Once the eviction is accepted the shard may go on (it stops within its grace period either way).
+            wait_until(lambda: env.jobs.pods("evicted")[0]["metadata"].get("deletionTimestamp"), timeout=120,
+                       interval=0.2, what="the eviction of evicted-s0-a0")
+            env.gate.release()
+            drain.result()
         wait_until(lambda: "evicted-s0-a1" in env.pods.created, timeout=60, what="the retry pod")
         assert env.jobs.pods("evicted")[0]["status"]["phase"] == "Pending"  # the node is cordoned
     finally:

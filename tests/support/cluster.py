@@ -59,6 +59,7 @@ class LocalCluster:
         self.s3: Any = s3  # tests.support.seaweedfs.SeaweedFS, reachable from pods at s3_endpoint_in_cluster
         self.startup_seconds = 0.0
         self.image_refs: dict[str, str] = {}  # images imported into the real node: name -> ref
+        self.exposed: list[int] = []  # 127.0.0.1 ports pods reach at <gateway>:<port>, on every real node started
 
     @property
     def kubeconfig(self) -> Path:
@@ -113,8 +114,16 @@ class LocalCluster:
     def _run_real_node(self) -> None:
         assert self.real_node is not None
         self.real_node.start()
-        if self.s3 is not None:
-            self.real_node.expose(self.s3.ports["s3"])
+        if self.s3 is not None and self.s3.ports["s3"] not in self.exposed:
+            self.exposed.insert(0, self.s3.ports["s3"])
+        for port in self.exposed:
+            self.real_node.expose(port)
+
+    def expose(self, port: int) -> str:
+        """Make a 127.0.0.1 server reachable from pods, now and on a restarted node; its `http://` URL there."""
+        assert self.real_node is not None, "no real node in this cluster"
+        self.exposed.append(port)
+        return f"http://{self.real_node.expose(port)}"
 
     def restart_real_node(self) -> RealNode:
         """Stop the real node (if running) and start a fresh one like it (new work dir, same images)."""
