@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,8 @@ def test_the_readme_cluster_walk_from_up_to_down(tmp_path: Path) -> None:
         plan = run([*kubectl, "get", "ocr", sample_job.SAMPLE_JOB, "-o", "jsonpath={.status.planId}"], env, timeout=60)
         assert plan.stdout.strip() and summary.job_id  # planned once, by whichever replica led
     finally:
+        began = time.monotonic()
         down = run([*CLUSTER, "down", "--state-dir", str(state)], base, timeout=600)
+        print(f"cluster down took {time.monotonic() - began:.1f}s")
     assert down.returncode == 0
     assert nodehost.leftovers() == []
