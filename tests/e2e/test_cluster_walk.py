@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,11 +49,22 @@ def sourced(env_sh: Path, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def test_the_readme_cluster_walk_from_up_to_down(tmp_path: Path) -> None:
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A short path: containerd's sockets live under it, and a unix socket path has at most 104 bytes (pytest's
+    tmp_path for this test is too long)."""
+    folder = Path(tempfile.mkdtemp(prefix="ocrjob-walk-"))
+    try:
+        yield folder / "cluster-local"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_readme_cluster_walk_from_up_to_down(state_dir: Path) -> None:
     reason = real_node_unavailable()
     if reason:
         pytest.skip(reason)
-    state = tmp_path / "cluster-local"
+    state = state_dir
     base = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         up = run([*CLUSTER, "up", "--state-dir", str(state)], base, timeout=900)
