@@ -101,19 +101,18 @@ def ended(outcome: PodOutcome) -> bool:
     return not outcome.active
 
 
-def final(core: CoreV1Api, namespace: str, job: str, timeout: float = 120) -> PodOutcome:
-    """The pod's last status before the apiserver removed it (a deleted pod is gone a moment after it ends)."""
+def final(core: CoreV1Api, namespace: str, job: str, since: str, timeout: float = 120) -> PodOutcome:
+    """The pod's last status before the apiserver removed it. A deleted pod is gone a moment after it ends,
+    maybe before this is called, so the watch replays every change from `since`, a resourceVersion of the pod
+    read while it still ran (the DELETED event carries its last status)."""
     last: dict[str, Any] = {}
     watch = kubernetes.watch.Watch()
     for event in watch.stream(core.list_namespaced_pod, namespace, label_selector=f"{LABEL_JOB}={job}",
-                              timeout_seconds=int(timeout)):
+                              resource_version=since, timeout_seconds=int(timeout)):
         pod = event["raw_object"]
-        if event["type"] == "DELETED":
-            watch.stop()
-            break
         last = pod
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and not \
-                pod["metadata"].get("deletionTimestamp"):
+        if event["type"] == "DELETED" or ((pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                                          and not pod["metadata"].get("deletionTimestamp")):
             watch.stop()
             break
     assert last, f"no pod of {job} seen"
@@ -151,11 +150,13 @@ def test_eviction_api_is_a_free_disruption(cluster: LocalCluster, client: Client
     # The loader exits 75 on SIGTERM; so does this stand-in.
     job = create(client, namespace, shard_pod(cluster, namespace, "trap 'exit 75' TERM; sleep 600 & wait"))
     wait_classified(client, namespace, job, running)
-    name = observed(client, namespace, job)["metadata"]["name"]  # type: ignore[index]
+    before = observed(client, namespace, job)
+    assert before is not None
+    name = before["metadata"]["name"]
     core.create_namespaced_pod_eviction(name, namespace, {"metadata": {"name": name, "namespace": namespace}})
     terminating = wait_classified(client, namespace, job, lambda o: o.category is not Category.RUNNING)
     assert terminating.category in (Category.TERMINATING, Category.DISRUPTED), terminating
-    outcome = final(core, namespace, job)
+    outcome = final(core, namespace, job, since=before["metadata"]["resourceVersion"])
     assert (outcome.category, outcome.reason) == (Category.DISRUPTED, "EvictionByEvictionAPI"), outcome
 
 
@@ -181,10 +182,12 @@ def test_scheduler_preemption_is_a_free_disruption(cluster: LocalCluster, client
     job = create(client, namespace, shard_pod(cluster, namespace, "trap 'exit 75' TERM; sleep 600 & wait",
                                               priorityClassName=low, resources={"requests": {"cpu": big}}))
     wait_classified(client, namespace, job, running)
+    before = observed(client, namespace, job)
+    assert before is not None
     preemptor = shard_pod(cluster, namespace, "sleep 1", priorityClassName=high,
                           resources={"requests": {"cpu": big}})
     create(client, namespace, preemptor)
-    outcome = final(core, namespace, job)
+    outcome = final(core, namespace, job, since=before["metadata"]["resourceVersion"])
     assert (outcome.category, outcome.reason) == (Category.DISRUPTED, "PreemptionByScheduler"), outcome
 
 
@@ -264,5 +267,5 @@ def test_node_loss_is_a_free_disruption_once_the_pod_is_evicted(cluster: LocalCl
         pod = observed(client, namespace, job)
         assert pod is not None and any(c["type"] == "DisruptionTarget" and c["reason"] == "DeletionByTaintManager"
                                        for c in pod["status"]["conditions"]), pod["status"]
-    outcome = final(core, namespace, job)
+    outcome = final(core, namespace, job, since=pod["metadata"]["resourceVersion"])
     assert outcome.category is Category.DISRUPTED, outcome
