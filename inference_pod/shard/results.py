@@ -14,6 +14,7 @@ from inference_pod.job.records import encode, utc_iso
 from inference_pod.job.result_record import ERROR, OK, Line, Page, ResultContext, ResultError, ResultRecord, Source
 from inference_pod.job.shard_records import ErrorEntry, Heartbeat, ItemCounts, ShardContext, ShardSummary, Throughput
 from inference_pod.shard.messages import ItemDone, Outcome
+from inference_pod.shard.reading_order import reading_order
 
 log = logging.getLogger("ocrjob.loader")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
@@ -36,20 +37,10 @@ def error_record(item: Item, input_uri: str, code: str, message: str, context: R
 
 
 def reading_order_text(lines: list[dict]) -> str:
-    """Join detected boxes into text rows: boxes whose vertical centres lie within half a box height of
-    the row's are one row, read left to right; rows top to bottom."""
-    boxes = []
-    for line in lines:
-        points = line.get("polygon") or [[0, len(boxes) * 1000]]
-        ys, xs = [p[1] for p in points], [p[0] for p in points]
-        boxes.append(((min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2, min(xs), line["text"]))
-    rows: list[tuple[float, list[tuple[float, str]]]] = []
-    for centre, half_height, left, text in sorted(boxes):
-        if rows and abs(centre - rows[-1][0]) <= max(half_height, 1):
-            rows[-1][1].append((left, text))
-        else:
-            rows.append((centre, [(left, text)]))
-    return "\n".join(" ".join(text for _, text in sorted(items)) for _, items in rows)
+    """The page's text: rows in reading order (deskewed, column by column: inference_pod.shard.reading_order)
+    joined by newlines, the boxes of a row left to right joined by spaces. Boxes without a polygon come last."""
+    rows = reading_order([line.get("polygon") for line in lines])
+    return "\n".join(" ".join(lines[i]["text"] for i in row) for row in rows)
 
 
 def page_record(number: int, prediction: dict) -> Page:
