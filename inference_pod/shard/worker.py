@@ -183,10 +183,10 @@ class Pipeline:
 
         try:
             # Verify first: PaddleOCR itself would quietly "switch to CPU" when the GPU is missing.
-            report = verify_device(self.device)
+            report = verify_device(self.device, self.config.ocr.engine)
             engine = OcrEngine(self.models, self.config.ocr, self.device.paddle_device)
-        except DeviceError as exc:
-            self._fatal(exit_codes.DEVICE_UNAVAILABLE, str(exc))
+        except DeviceError as exc:  # its type says whether a retry can help: NoCudaBuild never
+            self._fatal(exc.exit_code, str(exc))
             return
         except Exception as exc:
             self._fatal(exit_codes.SYSTEMIC, f"model load failed: {type(exc).__name__}: {exc}")
@@ -274,7 +274,7 @@ def worker_main(
     try:
         device = pin_device(config.device)
     except DeviceError as exc:
-        out_q.put(Fatal(worker, exit_codes.DEVICE_UNAVAILABLE, str(exc)))
+        out_q.put(Fatal(worker, exc.exit_code, str(exc)))
         return
     try:
         Pipeline(worker, config, manifest, models, device, work_q, out_q, stop).run()
