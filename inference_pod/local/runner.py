@@ -27,7 +27,7 @@ from rich.table import Table
 
 from inference_pod.job import exit_codes, layout, records
 from inference_pod.job.plan import InputManifest, ShardingPolicy, check_locations, plan_job
-from inference_pod.job.shard_records import ShardSummary
+from inference_pod.job.shard_records import ShardSummary, no_text_note
 from inference_pod.job.storage import Storage, open_storage
 from inference_pod.job.summary import NO_SUMMARY, write_job_summary
 from inference_pod.models import default_cache_dir
@@ -231,7 +231,8 @@ def print_summary(console: Console, summary: dict, codes: dict[int, int], log_di
     items = summary["items"]
     console.print(
         f"items: [green]{items['ok']} ok[/], [red]{items['failed']} failed[/], {items['skipped']} skipped "
-        f"(already done), {items['pending']} pending; pages: {items['pages']}; results in {summary['output']}"
+        f"(already done), {items['pending']} pending; pages: {items['pages']}{no_text_note(items)}; "
+        f"results in {summary['output']}"
     )
     for failure in summary["failed_items"][:10]:
         console.print(f"  [red]✗[/] {failure['key']}: {failure['code']}: {failure['message']}")

@@ -19,6 +19,7 @@ from PIL import Image
 from inference_pod.job import exit_codes, layout
 from inference_pod.job.plan import ShardingPolicy, make_plan, manifest_key
 from inference_pod.job.storage import LocalStorage, S3Settings, open_storage
+from inference_pod.job.summary import write_job_summary
 from inference_pod.local.samples import generate_corpus, render_page
 from inference_pod.models import ModelSource
 from inference_pod.shard.config import LoaderConfig
@@ -114,6 +115,29 @@ def test_shard_recognises_words_and_turns_bad_files_into_error_records(tmp_path,
     assert len(termination.read_bytes()) <= 4096 and message["items"]["failed"] == len(bad)
     progress = json.loads((out / layout.progress_key("job-one", 0)).read_text())
     assert progress["state"] == "succeeded"
+
+
+def test_a_page_without_text_is_flagged_unless_it_is_blank(tmp_path, ocr_models) -> None:
+    from PIL import ImageDraw
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (600, 300), "white").save(src / "blank.png")
+    drawing = Image.new("RGB", (600, 300), "white")  # not blank, and nothing a text detector takes for text
+    ImageDraw.Draw(drawing).ellipse((150, 30, 450, 270), fill=(60, 60, 60))
+    drawing.save(src / "drawing.png")
+    render_page(["Invoice"], size=(600, 300)).save(src / "text.png")
+    plan = plan_local(src, out, "job-no-text")
+    code, summary = run_shard(make_config(ocr_models, str(out / manifest_key(plan, 0))))
+    assert code == exit_codes.SUCCEEDED, summary["message"]
+    pages = {name: json.loads((out / layout.result_key(name)).read_text())["pages"][0]
+             for name in ("blank.png", "drawing.png", "text.png")}
+    assert pages["drawing.png"]["lines"] == [] and pages["drawing.png"]["no_text_found"] is True
+    assert pages["blank.png"]["lines"] == [] and "no_text_found" not in pages["blank.png"]
+    assert pages["text.png"]["text"] == "Invoice" and "no_text_found" not in pages["text.png"]
+    assert summary["items"]["no_text_pages"] == 1
+    job = write_job_summary(LocalStorage(out), "job-no-text")
+    assert job["items"]["no_text_pages"] == 1  # counted again from storage
 
 
 def test_sigterm_midway_then_rerun_processes_only_the_rest(tmp_path, ocr_models) -> None:
@@ -256,7 +280,7 @@ def filer_read_only(server, prefixes: list[str]) -> None:
 def test_a_shard_that_cannot_write_its_summary_fails_and_its_results_stay(s3_server, s3_bucket, s3_environ,
                                                                             ocr_models, tmp_path) -> None:
     from inference_pod.job.errors import StorageUnavailable
-    from inference_pod.job.summary import NO_SUMMARY, write_job_summary
+    from inference_pod.job.summary import NO_SUMMARY
 
     client = s3_server.client()
     for index, word in enumerate(("Harbor", "Garden")):
