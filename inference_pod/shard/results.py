@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,12 @@ def reading_order_text(lines: list[dict]) -> str:
     return "\n".join(" ".join(lines[i]["text"] for i in row) for row in rows)
 
 
-def page_record(number: int, prediction: dict) -> Page:
+def page_record(number: int, prediction: dict, blank: Callable[[], bool]) -> Page:
+    """The page's record from its prediction. `blank` measures the decoded page; it is called only when no line
+    was found, to tell a blank page from text the OCR missed."""
     lines = prediction["lines"]
     return Page(number, prediction["width"], prediction["height"], reading_order_text(lines),
-                tuple(Line.from_dict(line) for line in lines))
+                tuple(Line.from_dict(line) for line in lines), no_text_found=not lines and not blank())
 
 
 @dataclass
@@ -59,6 +62,7 @@ class ShardTally:
     skipped: int = 0  # results written by an earlier attempt or run; `failed_earlier` of them are errors
     failed_earlier: int = 0
     pages: int = 0
+    no_text_pages: int = 0  # of this attempt's results and of the earlier ones it skipped: all its ok results
     errors: list[ErrorEntry] = field(default_factory=list)
     error_codes: Counter = field(default_factory=Counter)
 
@@ -67,6 +71,7 @@ class ShardTally:
         return self.ok + self.failed + self.skipped
 
     def add(self, outcome: ItemDone) -> None:
+        self.no_text_pages += outcome.no_text_pages
         if outcome.outcome is Outcome.OK:
             self.ok += 1
             self.pages += outcome.pages
@@ -87,7 +92,7 @@ class ShardTally:
 
     def counts(self) -> ItemCounts:
         return ItemCounts(self.total, self.ok, self.failed, self.skipped, self.failed_earlier,
-                          self.total - self.done, self.pages)
+                          self.total - self.done, self.pages, self.no_text_pages)
 
 
 def progress_record(
