@@ -1,6 +1,6 @@
 """Exit codes of the cluster commands (`ocrjob submit|status|list|logs|cancel|suspend|resume|results|retry`).
 
-Small numbers, kept apart from the loader's sysexits-style codes (inference_pod/exit_codes.py: 64-77), so
+Small numbers, kept apart from the loader's sysexits-style codes (inference_pod/job/exit_codes.py: 64-78), so
 that a CI script can never mistake "the job failed on the cluster" for "the local loader failed". 2 is
 click's own code for a bad command line, so every usage error reports 2, whether the parser or the CLI
 found it. 1 stays what Python uses for an unexpected crash.

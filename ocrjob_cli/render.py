@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from inference_pod.job.shard_records import no_text_note
 from ocrjob_cli.flags import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF
 from ocrjob_cli.wait import event_order, format_event
 from ocrjob_operator.api.phases import Phase
@@ -164,7 +165,7 @@ def results_view(name: str, summary: dict[str, Any], limit: int | None = 20) -> 
     if items:
         head.add_row("Items", f"{items.get('total', 0)} total: {items.get('ok', 0)} ok, {items.get('failed', 0)} "
                               f"failed, {items.get('skipped', 0)} skipped, {items.get('pending', 0)} pending; "
-                              f"{items.get('pages', 0)} pages")
+                              f"{items.get('pages', 0)} pages{no_text_note(items)}")
     if summary.get("error_codes"):
         head.add_row("Errors", ", ".join(f"{code}: {n}" for code, n in sorted(summary["error_codes"].items())))
     parts: list[RenderableType] = [head]

@@ -13,21 +13,25 @@ from inference_pod.job.errors import (
 SUCCEEDED = 0  # every item has a result object: text, or an error record for a bad file
 USAGE = 64  # the command line is wrong
 INPUT_ERROR = 65  # the shard manifest or configuration is invalid: retrying cannot help
-DEVICE_UNAVAILABLE = 69  # the requested device is not the one visible (wrong GPU count, no CUDA build)
+DEVICE_UNAVAILABLE = 69  # the requested device is not the one visible (zero or several GPUs): another node may do
 SYSTEMIC = 70  # model failed to load, a worker died, no progress, unclassified storage error: worth a retry
 STORAGE_UNAVAILABLE = 74  # EX_IOERR: storage unreachable, 5xx, throttling: retried free (an outage, not the shard)
 INTERRUPTED = 75  # SIGTERM/SIGINT: stopped cleanly, finished items kept; a rerun resumes
 CREDENTIALS = 77  # storage refused the credentials
+# EX_CONFIG: the image cannot serve the requested device at all (a GPU asked of a Paddle or ONNX Runtime build
+# without CUDA): no retry and no other node can help, so the job fails fast. Free: 78 has no other meaning here.
+DEVICE_UNSUPPORTED = 78
 
 DESCRIPTIONS = {
     SUCCEEDED: "succeeded",
     USAGE: "usage error",
     INPUT_ERROR: "invalid shard manifest or configuration (not retried)",
-    DEVICE_UNAVAILABLE: "requested device unavailable",
+    DEVICE_UNAVAILABLE: "requested device unavailable (zero or several GPUs visible; retried)",
     SYSTEMIC: "systemic failure (retried)",
     STORAGE_UNAVAILABLE: "storage unavailable (retried, budget not spent)",
     INTERRUPTED: "interrupted (resumable)",
     CREDENTIALS: "storage credentials refused",
+    DEVICE_UNSUPPORTED: "the image has no CUDA build for device gpu (not retried)",
 }
 
 

@@ -57,6 +57,9 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page's text. `no_text_found`: no line was found although the page is not blank (the loader's measure:
+    inference_pod.shard.blank), so the empty text may be a loss, not an empty page; stored only when true."""
+
     NAME: ClassVar[str] = "result page"
     SCHEMA: ClassVar[str | None] = None
 
@@ -65,16 +68,18 @@ class Page:
     height: int
     text: str  # reading order
     lines: tuple[Line, ...]
+    no_text_found: bool = False
 
     @classmethod
     def from_dict(cls, doc: Any) -> Page:
         f = Fields(cls.NAME, doc)
         return cls(f.integer("page"), f.integer("width"), f.integer("height"), f.text("text"),
-                   f.each("lines", Line.from_dict))
+                   f.each("lines", Line.from_dict), f.flag("no_text_found", False))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"page": self.page, "width": self.width, "height": self.height, "text": self.text,
+        page = {"page": self.page, "width": self.width, "height": self.height, "text": self.text,
                 "lines": [line.to_dict() for line in self.lines]}
+        return {**page, "no_text_found": True} if self.no_text_found else page  # absent: as before the field
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,11 @@ class ResultRecord:
     @property
     def text(self) -> str:
         return "\n\n".join(page.text for page in self.pages)
+
+    @property
+    def no_text_pages(self) -> int:
+        """Pages not blank where no text was found (`Page.no_text_found`)."""
+        return sum(1 for page in self.pages if page.no_text_found)
 
     @classmethod
     def from_dict(cls, doc: Any) -> ResultRecord:

@@ -18,7 +18,9 @@ SHARD_STATUSES = ("succeeded", "interrupted", "failed")
 @dataclass(frozen=True, slots=True)
 class ItemCounts:
     """Item counts of a shard (or a job): `ok`, `failed` and `skipped` are disjoint; `failed_earlier` of the
-    skipped had an error record from an earlier attempt. A count missing from a record reads as 0."""
+    skipped had an error record from an earlier attempt. `no_text_pages`: pages of the ok results (skipped ones
+    included) that are not blank but where no text was found (`Page.no_text_found`). A count missing from a
+    record reads as 0."""
 
     NAME: ClassVar[str] = "item counts"
     SCHEMA: ClassVar[str | None] = None
@@ -30,16 +32,25 @@ class ItemCounts:
     failed_earlier: int = 0
     pending: int = 0
     pages: int = 0
+    no_text_pages: int = 0
 
     @classmethod
     def from_dict(cls, doc: Any) -> ItemCounts:
         f = Fields(cls.NAME, doc)
         return cls(*(f.integer(name, 0) for name in ("total", "ok", "failed", "skipped", "failed_earlier",
-                                                      "pending", "pages")))
+                                                      "pending", "pages", "no_text_pages")))
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "ok": self.ok, "failed": self.failed, "skipped": self.skipped,
-                "failed_earlier": self.failed_earlier, "pending": self.pending, "pages": self.pages}
+                "failed_earlier": self.failed_earlier, "pending": self.pending, "pages": self.pages,
+                "no_text_pages": self.no_text_pages}
+
+
+def no_text_note(items: dict[str, Any]) -> str:
+    """How `ocrjob run` and `ocrjob results` mention ItemCounts.no_text_pages (of a stored `items` object): pages
+    worth a look, or '' when there are none."""
+    count = items.get("no_text_pages") or 0
+    return f", {count} not blank but with no text found (pages flagged no_text_found)" if count else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ ResultReader = Callable[[str], ResultRecord | None]  # result key → the record
 @dataclass(frozen=True)
 class StoredShard:
     """What storage holds for one shard's documents. `errors` are the error records (the shard summary's entries
-    where it lists them, read from the object otherwise: then not known to be `earlier`); `read` counts the GETs
-    it took."""
+    where it lists them, read from the object otherwise: then not known to be `earlier`); `no_text_pages` the
+    ok results' pages flagged `no_text_found` (the covering summary's count, else summed from the results read);
+    `read` counts the GETs it took."""
 
     index: int
     items: int
@@ -35,6 +36,7 @@ class StoredShard:
     failed: int
     errors: tuple[ErrorEntry, ...] = ()
     read: int = 0
+    no_text_pages: int = 0
 
     @property
     def present(self) -> int:
@@ -58,6 +60,8 @@ def count_shard(index: int, keys: Iterable[str], present: set[str], summary: Sha
     found in storage (`present`) and the shard's summary, reading only results the summary does not cover."""
     known = {entry.key: entry for entry in (summary.errors if summary else ())}
     complete = covers(summary)
+    # A covering summary counted every ok result of its shard, skipped ones included; otherwise each is read.
+    no_text = summary.items.no_text_pages if complete and summary and summary.items else 0
     items = ok = reads = 0
     errors: list[ErrorEntry] = []
     for key in keys:
@@ -78,7 +82,8 @@ def count_shard(index: int, keys: Iterable[str], present: set[str], summary: Sha
                 errors.append(ErrorEntry(key, record.error.code, record.error.message))
             else:
                 ok += 1
-    return StoredShard(index, items, ok, len(errors), tuple(errors), reads)
+                no_text += record.no_text_pages
+    return StoredShard(index, items, ok, len(errors), tuple(errors), reads, no_text)
 
 
 def planned_present(listing: Iterable[ObjectInfo], wanted: set[str]) -> set[str]:

@@ -36,7 +36,8 @@ def build_job_summary(plan: Plan, shard_summaries: dict[int, ShardSummary | None
 
     Job counts, disjoint: `failed` is every error record; `ok` + `skipped` every ok result, `skipped` those an
     earlier attempt wrote (as the last summary of each shard says); `failed_earlier` how many of `failed` an
-    earlier attempt wrote; `pending` the documents without a result."""
+    earlier attempt wrote; `pending` the documents without a result; `no_text_pages` the ok results' pages flagged
+    `no_text_found` (stored counts too)."""
     totals: Counter = Counter()
     codes: Counter = Counter()
     failed_items: list[ErrorEntry] = []
@@ -47,7 +48,7 @@ def build_job_summary(plan: Plan, shard_summaries: dict[int, ShardSummary | None
         counts = (summary.items if summary else None) or ItemCounts()
         skipped_ok = min(max(0, counts.skipped - counts.failed_earlier), found.ok)
         totals.update(ok=found.ok - skipped_ok, skipped=skipped_ok, failed=found.failed, pages=counts.pages,
-                      failed_earlier=sum(1 for e in found.errors if e.earlier))
+                      failed_earlier=sum(1 for e in found.errors if e.earlier), no_text_pages=found.no_text_pages)
         codes.update(e.code for e in found.errors)
         failed_items.extend(found.errors)
         pending = max(0, entry.items - found.present)
@@ -64,7 +65,7 @@ def build_job_summary(plan: Plan, shard_summaries: dict[int, ShardSummary | None
     else:
         status = "failed" if "failed" in statuses else "incomplete"
     items = ItemCounts(plan.item_count, totals["ok"], totals["failed"], totals["skipped"], totals["failed_earlier"],
-                       plan.item_count - done, totals["pages"])
+                       plan.item_count - done, totals["pages"], totals["no_text_pages"])
     summary = JobSummary(plan.job_id, plan.input, plan.output, status, records.utc_iso(), items, plan.skipped,
                          dict(codes), tuple(sorted(failed_items, key=lambda e: e.key)), tuple(shards))
     return JobSummary.from_dict({**summary.to_dict(), **extra}) if extra else summary

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from inference_pod.job import exit_codes, layout
+from inference_pod.job import exit_codes, layout, records
 from inference_pod.job.plan import InputManifest, ShardingPolicy, check_locations, plan_job
-from inference_pod.job.storage import open_storage
+from inference_pod.job.shard_records import ShardSummary, no_text_note
+from inference_pod.job.storage import Storage, open_storage
 from inference_pod.job.summary import NO_SUMMARY, write_job_summary
 from inference_pod.models import default_cache_dir
 from inference_pod.shard.config import LoaderConfig
@@ -181,7 +183,7 @@ def run_local(
             proc.kill()
             proc.join(timeout=5)
     summary = write_job_summary(dest, job_id)
-    print_summary(console, summary, codes, log_dir)
+    print_summary(console, summary, codes, log_dir, failure_messages(dest, job_id, codes))
     if interrupted:
         return RunResult(exit_codes.INTERRUPTED, job_id, summary, log_dir)
     failed = sorted(code for code in codes.values() if code != exit_codes.SUCCEEDED)
@@ -200,7 +202,19 @@ def _drain(progress_q: Any, counts: dict[Outcome, int], bar: Progress, task: Any
         bar.update(task, advance=1, detail=f"ok {ok} · failed {failed} · skipped {skipped} · {rate:.2f}/s")
 
 
-def print_summary(console: Console, summary: dict, codes: dict[int, int], log_dir: Path) -> None:
+def failure_messages(dest: Storage, job_id: str, codes: dict[int, int]) -> dict[int, str]:
+    """Why each failed shard ended, from its shard summary: the loader's message says what to fix."""
+    messages = {}
+    for shard, code in codes.items():
+        record = None if code == exit_codes.SUCCEEDED else records.read(
+            dest, layout.shard_summary_key(job_id, shard), ShardSummary)
+        if record is not None and record.message:
+            messages[shard] = record.message
+    return messages
+
+
+def print_summary(console: Console, summary: dict, codes: dict[int, int], log_dir: Path,
+                  messages: dict[int, str] | None = None) -> None:
     table = Table(title=f"{summary['job_id']} — {summary['status']}")
     for column in ("shard", "status", "device", "items", "seconds", "items/s", "exit"):
         table.add_column(column, justify="right" if column not in ("status", "device") else "left")
@@ -217,7 +231,8 @@ def print_summary(console: Console, summary: dict, codes: dict[int, int], log_di
     items = summary["items"]
     console.print(
         f"items: [green]{items['ok']} ok[/], [red]{items['failed']} failed[/], {items['skipped']} skipped "
-        f"(already done), {items['pending']} pending; pages: {items['pages']}; results in {summary['output']}"
+        f"(already done), {items['pending']} pending; pages: {items['pages']}{no_text_note(items)}; "
+        f"results in {summary['output']}"
     )
     for failure in summary["failed_items"][:10]:
         console.print(f"  [red]✗[/] {failure['key']}: {failure['code']}: {failure['message']}")
@@ -229,5 +244,7 @@ def print_summary(console: Console, summary: dict, codes: dict[int, int], log_di
             console.print(f"  [red]shard {shard['index']}[/] exited {code} without a shard summary in storage "
                           f"({shard['ok'] + shard['failed']} of {shard['items']} results written and kept; a rerun "
                           f"resumes): see {shard_log(log_dir, shard['index'])}")
+    for shard, message in sorted((messages or {}).items()):
+        console.print(f"  [red]shard {shard}[/] exited {codes.get(shard)}: {escape(message)}")
     if any(code != exit_codes.SUCCEEDED for code in codes.values()):
         console.print(f"[red]some shards failed[/]: logs in {log_dir}")

@@ -222,7 +222,7 @@ def run_shard(
     except ShardError as exc:
         return _failed_early(config, exc.exit_code, str(exc))
     except DeviceError as exc:
-        return _failed_early(config, exit_codes.DEVICE_UNAVAILABLE, str(exc))
+        return _failed_early(config, exc.exit_code, str(exc))
     except StorageError as exc:
         code = exit_codes.for_storage_error(exc)
         return _failed_early(config, code, str(exc))

@@ -7,7 +7,9 @@ worker silently running on GPU 0; a GPU request quietly falling back to CPU. Rul
 * ``gpu``: exactly one GPU must be visible and it is used as ``gpu:0``. In a pod the device plugin makes
   one GPU visible (``NVIDIA_VISIBLE_DEVICES=GPU-<uuid>``); locally the runner sets
   ``CUDA_VISIBLE_DEVICES=<index>`` for each process it spawns. Zero or several visible GPUs is an error
-  that says how to fix it; nothing falls back to CPU.
+  that says how to fix it (``DeviceError``: DEVICE_UNAVAILABLE, retried: another node may do); nothing falls
+  back to CPU. A Paddle or ONNX Runtime build without CUDA cannot serve ``gpu`` on any node (``NoCudaBuild``:
+  DEVICE_UNSUPPORTED, the job fails fast).
 * ``gpu:N`` (local runs only): shorthand for ``gpu`` with ``CUDA_VISIBLE_DEVICES=N`` set first.
 
 ``pin_device`` must run before paddle is imported in this process; it refuses to run after.
@@ -18,14 +20,35 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from inference_pod.job import exit_codes, settings
 
 _NONE_VALUES = {"", "none", "void", "-1"}
+CUDA_PROVIDER = "CUDAExecutionProvider"  # ONNX Runtime's provider name for NVIDIA GPUs
 
 
 class DeviceError(RuntimeError):
-    """The requested device is not the one this process can see; the message says how to fix it."""
+    """The requested device is not the one this process can see; the message says how to fix it. The shard
+    ends with `exit_code` (chosen by the error's type, never by its message)."""
+
+    exit_code: ClassVar[int] = exit_codes.DEVICE_UNAVAILABLE  # this node's GPUs: a retry elsewhere may work
+
+
+class NoCudaBuild(DeviceError):
+    """A GPU was requested but the installed Paddle or ONNX Runtime has no CUDA build: the image is wrong."""
+
+    exit_code: ClassVar[int] = exit_codes.DEVICE_UNSUPPORTED  # the same image fails on every node: not retried
+
+
+def _no_cuda(build: str, gpu_package: str) -> NoCudaBuild:
+    return NoCudaBuild(
+        f"device 'gpu' was requested but this image's {build} has no CUDA support, so no retry or other node can "
+        f"help: use the GPU image (built with the `ocrjob[gpu]` extra, which installs {gpu_package}), or set the "
+        "device to cpu (spec.device: cpu; `ocrjob run --devices cpu`)"
+    )
 
 
 @dataclass(frozen=True)
@@ -109,18 +132,30 @@ def pin_device(requested: str, env: MutableMapping[str, str] | None = None) -> D
     return plan
 
 
-def verify_device(plan: DevicePlan) -> DeviceReport:
+def onnxruntime_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def check_cuda_builds(paddle_compiled_with_cuda: bool, engine: str,
+                      providers: Callable[[], list[str]] = onnxruntime_providers) -> None:
+    """Raise NoCudaBuild when a library the GPU path needs was built without CUDA: Paddle (it counts and names
+    the GPU), and ONNX Runtime when it is the engine (onnxruntime, unlike onnxruntime-gpu, has no CUDA provider)."""
+    if not paddle_compiled_with_cuda:
+        raise _no_cuda("Paddle (paddlepaddle)", "paddlepaddle-gpu")
+    if engine == settings.ENGINE_ONNXRUNTIME and CUDA_PROVIDER not in providers():
+        raise _no_cuda("ONNX Runtime (onnxruntime)", "onnxruntime-gpu")
+
+
+def verify_device(plan: DevicePlan, engine: str) -> DeviceReport:
     """After paddle is importable: check that exactly the expected device is there, and describe it."""
     import paddle
 
     compiled = bool(paddle.device.is_compiled_with_cuda())
     if plan.kind == "cpu":
         return DeviceReport("cpu", "cpu", paddle_compiled_with_cuda=compiled)
-    if not compiled:
-        raise DeviceError(
-            "device 'gpu' was requested but this Paddle build has no CUDA support "
-            "(install paddlepaddle-gpu, the `ocrjob[gpu]` extra, or run with device 'cpu')"
-        )
+    check_cuda_builds(compiled, engine)
     count = paddle.device.cuda.device_count()
     if count != 1:
         raise DeviceError(

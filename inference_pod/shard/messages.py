@@ -23,7 +23,9 @@ class Outcome(str, Enum):
 @dataclass(frozen=True)
 class ItemDone:
     """One item is finished: its result is written (`ok`, `failed`), or an earlier one exists (`skipped`;
-    `previous_failed` when that one is an error record, whose `code` and `message` are kept)."""
+    `previous_failed` when that one is an error record, whose `code` and `message` are kept). `no_text_pages`:
+    the result's pages flagged `no_text_found`, the earlier result's too when skipped (the shard summary counts
+    what storage holds)."""
 
     worker: int
     key: str
@@ -32,6 +34,7 @@ class ItemDone:
     code: str | None = None
     message: str | None = None
     previous_failed: bool = False
+    no_text_pages: int = 0
 
     @property
     def is_error(self) -> bool:

@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from inference_pod.job.records import encode, utc_iso
 from inference_pod.job.result_record import ERROR, OK, Line, Page, ResultContext, ResultError, ResultRecord, Source
 from inference_pod.job.shard_records import ErrorEntry, Heartbeat, ItemCounts, ShardContext, ShardSummary, Throughput
 from inference_pod.shard.messages import ItemDone, Outcome
+from inference_pod.shard.reading_order import reading_order
 
 log = logging.getLogger("ocrjob.loader")
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
@@ -36,26 +38,18 @@ def error_record(item: Item, input_uri: str, code: str, message: str, context: R
 
 
 def reading_order_text(lines: list[dict]) -> str:
-    """Join detected boxes into text rows: boxes whose vertical centres lie within half a box height of
-    the row's are one row, read left to right; rows top to bottom."""
-    boxes = []
-    for line in lines:
-        points = line.get("polygon") or [[0, len(boxes) * 1000]]
-        ys, xs = [p[1] for p in points], [p[0] for p in points]
-        boxes.append(((min(ys) + max(ys)) / 2, (max(ys) - min(ys)) / 2, min(xs), line["text"]))
-    rows: list[tuple[float, list[tuple[float, str]]]] = []
-    for centre, half_height, left, text in sorted(boxes):
-        if rows and abs(centre - rows[-1][0]) <= max(half_height, 1):
-            rows[-1][1].append((left, text))
-        else:
-            rows.append((centre, [(left, text)]))
-    return "\n".join(" ".join(text for _, text in sorted(items)) for _, items in rows)
+    """The page's text: rows in reading order (deskewed, column by column: inference_pod.shard.reading_order)
+    joined by newlines, the boxes of a row left to right joined by spaces. Boxes without a polygon come last."""
+    rows = reading_order([line.get("polygon") for line in lines])
+    return "\n".join(" ".join(lines[i]["text"] for i in row) for row in rows)
 
 
-def page_record(number: int, prediction: dict) -> Page:
+def page_record(number: int, prediction: dict, blank: Callable[[], bool]) -> Page:
+    """The page's record from its prediction. `blank` measures the decoded page; it is called only when no line
+    was found, to tell a blank page from text the OCR missed."""
     lines = prediction["lines"]
     return Page(number, prediction["width"], prediction["height"], reading_order_text(lines),
-                tuple(Line.from_dict(line) for line in lines))
+                tuple(Line.from_dict(line) for line in lines), no_text_found=not lines and not blank())
 
 
 @dataclass
@@ -68,6 +62,7 @@ class ShardTally:
     skipped: int = 0  # results written by an earlier attempt or run; `failed_earlier` of them are errors
     failed_earlier: int = 0
     pages: int = 0
+    no_text_pages: int = 0  # of this attempt's results and of the earlier ones it skipped: all its ok results
     errors: list[ErrorEntry] = field(default_factory=list)
     error_codes: Counter = field(default_factory=Counter)
 
@@ -76,6 +71,7 @@ class ShardTally:
         return self.ok + self.failed + self.skipped
 
     def add(self, outcome: ItemDone) -> None:
+        self.no_text_pages += outcome.no_text_pages
         if outcome.outcome is Outcome.OK:
             self.ok += 1
             self.pages += outcome.pages
@@ -96,7 +92,7 @@ class ShardTally:
 
     def counts(self) -> ItemCounts:
         return ItemCounts(self.total, self.ok, self.failed, self.skipped, self.failed_earlier,
-                          self.total - self.done, self.pages)
+                          self.total - self.done, self.pages, self.no_text_pages)
 
 
 def progress_record(

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from inference_pod.job import exit_codes, layout, records
@@ -25,6 +26,7 @@ from inference_pod.job.result_record import Page, ResultContext, ResultRecord
 from inference_pod.job.storage import ObjectNotFound, StorageError, open_storage
 from inference_pod.models import ModelSpec
 from inference_pod.shard import results
+from inference_pod.shard.blank import is_blank
 from inference_pod.shard.config import LoaderConfig
 from inference_pod.shard.decode import CORRUPT, NOT_FOUND, ItemError, check_size, open_document
 from inference_pod.shard.device import DeviceError, DevicePlan, pin_device, verify_device
@@ -143,7 +145,8 @@ class Pipeline:
         if previous is not None:
             error = previous.error
             self._emit(ItemDone(self.worker, item.key, Outcome.SKIPPED, code=error.code if error else None,
-                                message=error.message if error else None, previous_failed=previous.failed))
+                                message=error.message if error else None, previous_failed=previous.failed,
+                                no_text_pages=previous.no_text_pages))
             return
         started = time.perf_counter()
         state = ItemState(item, "", 0, {})
@@ -183,10 +186,10 @@ class Pipeline:
 
         try:
             # Verify first: PaddleOCR itself would quietly "switch to CPU" when the GPU is missing.
-            report = verify_device(self.device)
+            report = verify_device(self.device, self.config.ocr.engine)
             engine = OcrEngine(self.models, self.config.ocr, self.device.paddle_device)
-        except DeviceError as exc:
-            self._fatal(exit_codes.DEVICE_UNAVAILABLE, str(exc))
+        except DeviceError as exc:  # its type says whether a retry can help: NoCudaBuild never
+            self._fatal(exc.exit_code, str(exc))
             return
         except Exception as exc:
             self._fatal(exit_codes.SYSTEMIC, f"model load failed: {type(exc).__name__}: {exc}")
@@ -214,8 +217,9 @@ class Pipeline:
         started = time.perf_counter()
         predictions = engine.predict([page for _, _, page in batch])
         share = (time.perf_counter() - started) / len(batch)
-        for (state, number, _), prediction in zip(batch, predictions, strict=True):
-            state.pages[number] = results.page_record(number + 1, prediction)
+        for (state, number, page), prediction in zip(batch, predictions, strict=True):
+            # The decoded page is still here: measured only if no text was found (no second decode).
+            state.pages[number] = results.page_record(number + 1, prediction, partial(is_blank, page))
             state.timing["inference_s"] = state.timing.get("inference_s", 0.0) + share
             if len(state.pages) == state.page_count and state.error is None:
                 self._finish(state)
@@ -226,7 +230,8 @@ class Pipeline:
         state.finished = True
         pages = [state.pages[n] for n in range(state.page_count)]
         record = results.ok_record(state.item, self.manifest.input, pages, self.context, state.timing, state.kind)
-        done = ItemDone(self.worker, state.item.key, Outcome.OK, pages=state.page_count)
+        done = ItemDone(self.worker, state.item.key, Outcome.OK, pages=state.page_count,
+                        no_text_pages=record.no_text_pages)
         self._put(self.upload_q, (state.item, record, done), until_abort_only=True)
 
     def _upload(self) -> None:
@@ -274,7 +279,7 @@ def worker_main(
     try:
         device = pin_device(config.device)
     except DeviceError as exc:
-        out_q.put(Fatal(worker, exit_codes.DEVICE_UNAVAILABLE, str(exc)))
+        out_q.put(Fatal(worker, exc.exit_code, str(exc)))
         return
     try:
         Pipeline(worker, config, manifest, models, device, work_q, out_q, stop).run()

@@ -3,11 +3,12 @@
     DISRUPTED    eviction, preemption, node loss/shutdown, DisruptionTarget, SIGTERM (exit 75): retry, free
     INFRASTRUCTURE storage unavailable (exit 74: unreachable, 5xx, throttling): retry with capped exponential
                  backoff, free, bounded in time by spec.retries.infrastructureTimeoutSeconds
-    RETRYABLE    crash, OOMKilled, SIGKILL, systemic failure (exit 70), device unavailable (69), stall, deadline:
-                 retry, counted against spec.retries.perShard
+    RETRYABLE    crash, OOMKilled, SIGKILL, systemic failure (exit 70), device unavailable (69: zero or several
+                 GPUs, another node may do), stall, deadline: retry, counted against spec.retries.perShard
     INPUT_ERROR  invalid shard manifest or usage (exit 65/64): the shard fails, no retry
-    CONFIG_ERROR image pull, container config (missing Secret/key), start error, refused credentials (77):
-                 every shard would fail the same way, so the job fails fast with the reason
+    CONFIG_ERROR image pull, container config (missing Secret/key), start error, refused credentials (77), an image
+                 without CUDA for device gpu (78): every shard would fail the same way, so the job fails fast with
+                 the reason
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def _short(text: str | None, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _with_fix(summary_msg: str, fix: str) -> str:
+    return (summary_msg + "; " if summary_msg else "") + fix
+
+
 def _exit_outcome(code: int, reason: str, summary_msg: str) -> tuple[Category, str, str]:
     if reason == "OOMKilled":
         return Category.RETRYABLE, "OOMKilled", (
@@ -121,8 +126,12 @@ def _exit_outcome(code: int, reason: str, summary_msg: str) -> tuple[Category, s
         return Category.INPUT_ERROR, "InvalidInput" if code == exit_codes.INPUT_ERROR else "UsageError", (
             summary_msg or exit_codes.DESCRIPTIONS[code])
     if code == exit_codes.CREDENTIALS:
-        return Category.CONFIG_ERROR, "CredentialsRefused", (
-            (summary_msg + "; " if summary_msg else "") + "fix the Secret named in spec.s3.credentialsSecret")
+        return Category.CONFIG_ERROR, "CredentialsRefused", _with_fix(
+            summary_msg, "fix the Secret named in spec.s3.credentialsSecret")
+    if code == exit_codes.DEVICE_UNSUPPORTED:  # the image, not the node: every shard and every retry would fail
+        return Category.CONFIG_ERROR, "DeviceUnsupported", _with_fix(
+            summary_msg or exit_codes.DESCRIPTIONS[code],
+            "set spec.image to a GPU image (the `ocrjob[gpu]` extra) or spec.device to cpu")
     if code == exit_codes.INTERRUPTED:
         return Category.DISRUPTED, "Interrupted", summary_msg or "stopped by SIGTERM; the shard resumes"
     if code == exit_codes.STORAGE_UNAVAILABLE:

@@ -106,6 +106,17 @@ def test_bad_arguments_are_explained(tmp_path) -> None:
         assert phrase in " ".join(result.stderr.split()), result.stderr
 
 
+def test_gpu_on_a_cpu_build_fails_fast_naming_the_fix(tmp_path, ocr_models) -> None:
+    generate_corpus(tmp_path / "in", 1, seed=13)
+    env = {k: v for k, v in env_for(ocr_models, tmp_path).items() if k not in ("CUDA_VISIBLE_DEVICES",
+                                                                               "NVIDIA_VISIBLE_DEVICES")}
+    args = ["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--devices", "gpu"]
+    result = subprocess.run([*OCRJOB, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == exit_codes.DEVICE_UNSUPPORTED, result.stderr[-3000:]
+    said = " ".join(result.stderr.split())
+    assert "no CUDA support" in said and "ocrjob[gpu]" in said and "--devices cpu" in said, said[-3000:]
+
+
 def test_demo_prints_the_recognised_text(tmp_path, ocr_models) -> None:
     from inference_pod.local.samples import generate_samples
 

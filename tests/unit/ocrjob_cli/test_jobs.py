@@ -204,6 +204,14 @@ def test_results_view_lists_failed_items_up_to_the_limit() -> None:
                      "ocrjob retry scans"):
         assert expected in text, expected
     assert "bad-2.png" not in text
+    assert "no text found" not in text  # no such pages: nothing said
+
+
+def test_results_view_names_pages_where_no_text_was_found() -> None:
+    summary = {"job_id": "u", "status": "succeeded", "input": "s3://bkt/in", "output": "s3://bkt/out",
+               "items": {"total": 2, "ok": 2, "pages": 7, "no_text_pages": 2}}
+    text = " ".join(text_of(results_view("scans", summary)).split())
+    assert "7 pages, 2 not blank but with no text found (pages flagged no_text_found)" in text
 
 
 class SecretApi:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from inference_pod.job import exit_codes
+from inference_pod.job import exit_codes, settings
+from inference_pod.shard.device import NoCudaBuild, check_cuda_builds
 from ocrjob_operator.api.names import pod_name
 from ocrjob_operator.classify import CONFIG_ERROR_GRACE_SECONDS, Category, classify_pod, parse_time
 
@@ -54,6 +55,7 @@ def test_running_and_succeeded() -> None:
     (exit_codes.INTERRUPTED, "Error", Category.DISRUPTED, "Interrupted"),
     (exit_codes.SYSTEMIC, "Error", Category.RETRYABLE, "SystemicFailure"),
     (exit_codes.DEVICE_UNAVAILABLE, "Error", Category.RETRYABLE, "DeviceUnavailable"),
+    (exit_codes.DEVICE_UNSUPPORTED, "Error", Category.CONFIG_ERROR, "DeviceUnsupported"),
     (137, "OOMKilled", Category.RETRYABLE, "OOMKilled"),
     (137, "Error", Category.RETRYABLE, "Killed"),
     (exit_codes.STORAGE_UNAVAILABLE, "Error", Category.INFRASTRUCTURE, "StorageUnavailable"),
@@ -66,6 +68,19 @@ def test_exit_codes(code: int, reason: str, category: Category, short: str) -> N
     assert (outcome.category, outcome.reason) == (category, short)
     assert outcome.exit_code == code and not outcome.active
     assert outcome.counted == (category is Category.RETRYABLE)
+
+
+@pytest.mark.parametrize("engine", [*settings.ENGINES, None])  # None: no termination message
+def test_an_image_without_cuda_fails_the_job_with_the_fix(engine: str | None) -> None:
+    message = None
+    if engine is not None:
+        with pytest.raises(NoCudaBuild) as loader_error:  # the loader's own message, at its real length
+            check_cuda_builds(engine == settings.ENGINE_ONNXRUNTIME, engine, providers=lambda: ["CPUExecutionProvider"])
+        message = json.dumps({"status": "failed", "exit_code": exit_codes.DEVICE_UNSUPPORTED,
+                              "message": str(loader_error.value)})
+    outcome = classify_pod(pod("Failed", state=terminated(exit_codes.DEVICE_UNSUPPORTED, "Error", message)), NOW)
+    assert outcome.category is Category.CONFIG_ERROR and not outcome.counted
+    assert outcome.message.endswith("spec.device to cpu"), "the operator's fix must survive the length cut"
 
 
 def test_oom_message_says_what_to_change() -> None:

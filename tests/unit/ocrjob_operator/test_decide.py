@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from inference_pod.job import exit_codes
 from ocrjob_operator.api.fields import MAX_BACKOFF_SECONDS
-from ocrjob_operator.api.names import pod_name
+from ocrjob_operator.api.names import LABEL_ATTEMPT, LABEL_SHARD, pod_name
 from ocrjob_operator.api.spec import parse_spec
-from ocrjob_operator.classify import Category, PodOutcome
+from ocrjob_operator.classify import Category, PodOutcome, classify_pod
 from ocrjob_operator.decide import (
     DISRUPTION_RETRY_SECONDS,
     MAX_DISRUPTIONS_PER_SHARD,
@@ -116,6 +117,19 @@ def test_config_error_fails_the_job_fast_and_stops_the_others() -> None:
     decision = decide(states, s, NOW)
     assert decision.outcome is Outcome.FAILED and decision.fatal is not None and decision.fatal.index == 0
     assert sorted(decision.delete) == [pod_name("job", 1, 0), pod_name("job", 2, 0)] and decision.create == []
+
+
+def test_an_image_without_cuda_fails_the_job_at_the_first_pod_without_spending_retries() -> None:
+    s = spec(parallelism=2, retries={"perShard": 3})
+    exited = {"metadata": {"name": pod_name("job", 0, 0), "labels": {LABEL_SHARD: "0", LABEL_ATTEMPT: "0"}},
+              "status": {"phase": "Failed", "containerStatuses": [
+                  {"state": {"terminated": {"exitCode": exit_codes.DEVICE_UNSUPPORTED, "reason": "Error"}}}]}}
+    states = shard_states(2, [classify_pod(exited, NOW), pod(1, 0, Category.RUNNING)], s, NOW)
+    assert states[0].phase is ShardPhase.FAILED and states[0].counted_failures == 0
+    decision = decide(states, s, NOW)
+    assert decision.outcome is Outcome.FAILED and decision.fatal is not None
+    assert decision.fatal.reason == "DeviceUnsupported" and "spec.device to cpu" in decision.fatal.message
+    assert decision.delete == [pod_name("job", 1, 0)] and decision.create == []
 
 
 def test_suspend_stops_running_pods_and_starts_none() -> None:

@@ -21,9 +21,10 @@ from inference_pod.job.summary_records import IndexEntry, JobShard, JobSummary, 
 from inference_pod.shard.messages import Exited, Fatal, ItemDone, Outcome, Ready, ShardProgress
 
 CONTEXT = ShardContext(({"kind": "gpu", "paddle_device": "gpu:0"},), {"det": "d", "rec": "r"}, 2, "1", "job-s0-a1")
-COUNTS = ItemCounts(10, 6, 2, 1, 1, 1, 9)
+COUNTS = ItemCounts(10, 6, 2, 1, 1, 1, 9, 3)
 PAGE = Page(1, 640, 480, "Invoice 42", (Line("Invoice", 0.99, ((0, 0), (9, 0), (9, 5), (0, 5))),
                                          Line("42", 0.5, ((20, 0), (29, 0), (29, 5), (20, 5)))))
+NO_TEXT_PAGE = Page(2, 640, 480, "", (), no_text_found=True)
 SOURCE = Source("s3://b/in/a.pdf", "a.pdf", "e1", 123)
 OK = ResultRecord("ok", SOURCE, ResultContext("j", 3, {"det": "d"}, {"kind": "cpu"}, 0), "2026-01-01T00:00:00Z",
                   (PAGE, PAGE), "pdf", {"download_s": 0.01, "inference_s": 0.4})
@@ -47,7 +48,7 @@ JOB = JobSummary("j", "s3://b/in", "s3://b/out", "failed", "2026-01-01T00:02:00Z
 INDEX = ResultsIndex("j", "s3://b/out", (IndexEntry("a.pdf", "a.pdf.json", 0),),
                      (UnreadableManifest(1, "m1", "not found"),))
 RECORDS = [OK, ERROR, MANIFEST, PLAN, HEARTBEAT, SUMMARY, ShardSummary.early_failure(75, "no GPU"), JOB, INDEX,
-           MANIFEST.items[0], PLAN.shards[0], COUNTS, ERROR.error, SOURCE, PAGE]
+           MANIFEST.items[0], PLAN.shards[0], COUNTS, ERROR.error, SOURCE, PAGE, NO_TEXT_PAGE]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
@@ -71,6 +72,16 @@ def test_result_records_keep_the_documented_keys() -> None:
                                                     "polygon": [[0, 0], [9, 0], [9, 5], [0, 5]]}
     # An error record written before the worker's predictor loaded has no models, device or worker.
     assert set(ERROR.to_dict()) == common and ERROR.to_dict()["error"] == {"code": "corrupt", "message": "bad bytes"}
+
+
+def test_no_text_found_is_stored_only_when_true_and_older_pages_read_as_false() -> None:
+    assert "no_text_found" not in PAGE.to_dict() and NO_TEXT_PAGE.to_dict()["no_text_found"] is True
+    assert Page.from_dict({k: v for k, v in NO_TEXT_PAGE.to_dict().items() if k != "no_text_found"}).no_text_found \
+        is False  # a result written before the field existed
+    record = ResultRecord("ok", SOURCE, ResultContext("j", 3), "2026-01-01T00:00:00Z", (PAGE, NO_TEXT_PAGE), "pdf")
+    assert ResultRecord.from_dict(json.loads(encode(record.to_dict()))).no_text_pages == 1
+    assert OK.no_text_pages == 0 and ERROR.no_text_pages == 0
+    assert ItemCounts.from_dict({"ok": 1}).no_text_pages == 0  # counts written before it read as 0
 
 
 def test_shard_summary_keys_full_and_early() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from inference_pod.job import layout, records
 from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
-from inference_pod.job.result_record import ResultContext
+from inference_pod.job.result_record import Page, ResultContext
 from inference_pod.job.shard_records import ShardSummary
 from inference_pod.job.storage import LocalStorage
 from inference_pod.job.stored_counts import StoredShard, count_shard, count_stored, covers
@@ -72,7 +72,7 @@ def test_a_shard_without_a_summary_whose_results_all_exist_is_not_pending() -> N
     job = build_job_summary(plan, {0: None, 1: summary(ok=3)}, stored).to_dict()
     assert [s["status"] for s in job["shards"]] == [NO_SUMMARY, "succeeded"]
     assert job["items"] == {"total": 5, "ok": 4, "failed": 1, "skipped": 0, "failed_earlier": 0, "pending": 0,
-                            "pages": 0}
+                            "pages": 0, "no_text_pages": 0}
     assert job["status"] == "succeeded" and job["error_codes"] == {"corrupt": 1}
     assert [e["key"] for e in job["failed_items"]] == ["b"]
     partial = build_job_summary(plan, {0: None, 1: None}, {0: StoredShard(0, 2, 1, 0)}).to_dict()
@@ -87,8 +87,24 @@ def test_after_a_retry_earlier_errors_count_as_failed_and_counts_stay_disjoint()
     stored = {0: StoredShard(0, 4, 3, 1, retried.errors)}
     job = build_job_summary(plan_of(4), {0: retried}, stored).to_dict()
     assert job["items"] == {"total": 4, "ok": 1, "failed": 1, "skipped": 2, "failed_earlier": 1, "pending": 0,
-                            "pages": 1}
+                            "pages": 1, "no_text_pages": 0}
     assert (job["shards"][0]["ok"], job["shards"][0]["failed"]) == (3, 1)
+
+
+def test_no_text_pages_come_from_storage() -> None:
+    flagged = Page(1, 10, 10, "", (), no_text_found=True)
+    plain = Page(2, 10, 10, "x", ())
+    stored = {f"{key}.json": results.ok_record(Item(key, 1), "in", pages, ResultContext("j", 0), {}, "pdf")
+              for key, pages in (("a", [flagged, plain]), ("b", [flagged, flagged]))}
+    # No covering summary: each result is read and its flagged pages counted.
+    read = count_shard(0, ["a", "b"], set(stored), None, stored.__getitem__)
+    assert read.no_text_pages == 3
+    # A succeeded summary covers its shard: its count (written and skipped results) is storage's, nothing is read.
+    covered = count_shard(0, ["a", "b"], set(stored), summary(ok=2, no_text_pages=3), never)
+    assert covered.no_text_pages == 3
+    job = build_job_summary(plan_of(2, 1), {0: summary(ok=2, no_text_pages=3), 1: None},
+                            {0: covered, 1: StoredShard(1, 1, 1, 0, no_text_pages=1)})
+    assert job.items.no_text_pages == 4
 
 
 def write(dest: LocalStorage, key: str, record) -> None:

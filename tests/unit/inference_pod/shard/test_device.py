@@ -1,8 +1,21 @@
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
-from inference_pod.shard.device import DeviceError, parse_device, plan_device
+from inference_pod.job import exit_codes, settings
+from inference_pod.shard.device import (
+    CUDA_PROVIDER,
+    DeviceError,
+    NoCudaBuild,
+    check_cuda_builds,
+    onnxruntime_providers,
+    parse_device,
+    plan_device,
+    verify_device,
+)
 
 
 def test_cpu_hides_every_gpu() -> None:
@@ -57,3 +70,47 @@ def test_cuda_visible_devices_wins_over_nvidia_visible_devices() -> None:
 def test_unknown_devices_are_explained(bad: str) -> None:
     with pytest.raises(DeviceError, match="unknown device"):
         parse_device(bad)
+
+
+def test_each_device_error_type_carries_its_exit_code() -> None:
+    with pytest.raises(DeviceError) as wrong_count:
+        plan_device("gpu", {"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert wrong_count.value.exit_code == exit_codes.DEVICE_UNAVAILABLE  # another node may do: retried
+    assert NoCudaBuild("x").exit_code == exit_codes.DEVICE_UNSUPPORTED  # no node can: the job fails fast
+    assert issubclass(NoCudaBuild, DeviceError)
+
+
+@pytest.mark.parametrize(("paddle_cuda", "engine", "providers", "missing"), [
+    (False, settings.ENGINE_PADDLE, [CUDA_PROVIDER], "paddlepaddle-gpu"),
+    (False, settings.ENGINE_ONNXRUNTIME, [CUDA_PROVIDER], "paddlepaddle-gpu"),
+    (True, settings.ENGINE_ONNXRUNTIME, ["CPUExecutionProvider"], "onnxruntime-gpu"),
+    (True, settings.ENGINE_ONNXRUNTIME, [CUDA_PROVIDER, "CPUExecutionProvider"], None),
+    (True, settings.ENGINE_PADDLE, ["CPUExecutionProvider"], None),  # ONNX Runtime unused: its build does not matter
+])
+def test_a_build_without_cuda_is_its_own_error_naming_the_fix(
+    paddle_cuda: bool, engine: str, providers: list[str], missing: str | None,
+) -> None:
+    if missing is None:
+        check_cuda_builds(paddle_cuda, engine, providers=lambda: providers)
+        return
+    with pytest.raises(NoCudaBuild) as error:
+        check_cuda_builds(paddle_cuda, engine, providers=lambda: providers)
+    assert missing in str(error.value) and "ocrjob[gpu]" in str(error.value) and "device: cpu" in str(error.value)
+
+
+def test_verify_device_refuses_gpu_on_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in for the CPU build of paddle: importing the real one here would make pin_device refuse in
+    # later tests of this process.
+    fake = types.SimpleNamespace(device=types.SimpleNamespace(is_compiled_with_cuda=lambda: False))
+    monkeypatch.setitem(sys.modules, "paddle", fake)
+    with pytest.raises(NoCudaBuild, match="paddlepaddle-gpu"):
+        verify_device(plan_device("gpu:0", {}), settings.ENGINE_ONNXRUNTIME)
+    assert verify_device(plan_device("cpu", {}), settings.ENGINE_ONNXRUNTIME).paddle_compiled_with_cuda is False
+
+
+def test_the_installed_cpu_onnxruntime_has_no_cuda_provider() -> None:
+    pytest.importorskip("onnxruntime")
+    if CUDA_PROVIDER in onnxruntime_providers():
+        pytest.skip("onnxruntime-gpu is installed")
+    with pytest.raises(NoCudaBuild, match="onnxruntime-gpu"):
+        check_cuda_builds(True, settings.ENGINE_ONNXRUNTIME)

@@ -51,9 +51,33 @@ def test_errors_written_by_an_earlier_attempt_stay_in_the_summary() -> None:
     tally.add(ItemDone(0, "b.png", Outcome.SKIPPED, code="corrupt", message="bad", previous_failed=True))
     tally.add(ItemDone(0, "c.png", Outcome.FAILED, code="empty", message="0 bytes"))
     assert tally.counts().to_dict() == {
-        "total": 3, "ok": 0, "failed": 1, "skipped": 2, "failed_earlier": 1, "pending": 0, "pages": 0
+        "total": 3, "ok": 0, "failed": 1, "skipped": 2, "failed_earlier": 1, "pending": 0, "pages": 0,
+        "no_text_pages": 0,
     }
     assert [error.to_dict() for error in tally.errors] == [
         {"key": "b.png", "code": "corrupt", "message": "bad", "earlier": True},
         {"key": "c.png", "code": "empty", "message": "0 bytes"},
     ]
+
+
+def test_a_page_without_lines_is_flagged_unless_it_is_blank() -> None:
+    found = {"width": 100, "height": 50, "lines": [box("Invoice", 5, 5)]}
+    empty = {"width": 100, "height": 50, "lines": []}
+
+    def unmeasured() -> bool:
+        raise AssertionError("a page with text needs no blank measure")
+
+    assert results.page_record(1, found, unmeasured).no_text_found is False
+    assert results.page_record(1, empty, lambda: False).no_text_found is True  # not blank: text was missed
+    assert results.page_record(1, empty, lambda: True).no_text_found is False  # blank paper: nothing to read
+
+
+def test_no_text_pages_are_counted_for_written_and_skipped_results() -> None:
+    tally = results.ShardTally(total=3)
+    tally.add(ItemDone(0, "a.pdf", Outcome.OK, pages=3, no_text_pages=2))
+    tally.add(ItemDone(0, "b.pdf", Outcome.SKIPPED, no_text_pages=1))  # an earlier attempt's result: in storage
+    tally.add(ItemDone(0, "c.png", Outcome.FAILED, code="empty", message="0 bytes"))
+    counts = tally.counts()
+    assert (counts.pages, counts.no_text_pages) == (3, 3)
+    summary = results.shard_summary("job", 0, "succeeded", 0, "done", tally, 0.0, 1.0, ShardContext())
+    assert json.loads(results.termination_message(summary))["items"]["no_text_pages"] == 3
