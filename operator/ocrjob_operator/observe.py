@@ -54,11 +54,15 @@ VANISHED = "Vanished"
 class PodHistory:
     """The shard pods this process has listed (or learned of from status), so that a pod which disappears
     without finishing (force-deleted, deleted by someone) is noticed, counted and explained, and its attempt
-    number is never reused. Pods this operator deleted itself (suspend, fail fast) are not "vanished"."""
+    number is never reused. Pods this operator deleted itself (suspend, fail fast) are not "vanished".
+    A pod that finished and was then removed by someone else (the Eviction API deletes the pod it evicts a moment
+    after it ends) keeps its finished outcome in the shard's record: the retry it causes is explained and counted
+    by that outcome, not started as if the shard had never run. Kept by this process only."""
 
     last_seen: dict[str, PodOutcome] = field(default_factory=dict)
     vanished: dict[str, _Vanished] = field(default_factory=dict)  # synthetic DISRUPTED outcomes, by pod name
     vanished_total: int = 0
+    removed: dict[str, PodOutcome] = field(default_factory=dict)  # finished, then deleted by someone else
     attempt_floors: dict[int, int] = field(default_factory=dict)  # shard -> lowest attempt number not yet used
     deleted: set[str] = field(default_factory=set)
     seeded: bool = False
@@ -88,19 +92,23 @@ class PodHistory:
             if name in names:
                 continue
             del self.last_seen[name]
-            if pod.active and name not in self.deleted and name not in self.vanished:
-                lost = vanished_outcome(name, pod.shard, pod.attempt, now, pod.category.value)
-                self.vanished[name] = lost
-                self.vanished_total += 1
-                gone.append(lost)
+            if name in self.deleted or name in self.vanished:
+                continue
+            if not pod.active:
+                self.removed[name] = pod
+                continue
+            lost = vanished_outcome(name, pod.shard, pod.attempt, now, pod.category.value)
+            self.vanished[name] = lost
+            self.vanished_total += 1
+            gone.append(lost)
         for pod in listed:
             self.last_seen[pod.name] = pod
             self._floor(pod)
         return gone
 
     def outcomes(self, listed: set[str]) -> list[PodOutcome]:
-        """The vanished pods as outcomes (a pod recreated under the same name is its listing instead)."""
-        return [p for name, p in self.vanished.items() if name not in listed]
+        """The vanished and removed pods as outcomes (a pod recreated under the same name is its listing instead)."""
+        return [p for name, p in (*self.vanished.items(), *self.removed.items()) if name not in listed]
 
     def record(self) -> dict[str, Any]:
         """status.vanishedPods."""

@@ -131,6 +131,18 @@ def test_pods_the_operator_deleted_or_that_finished_are_not_vanished() -> None:
     assert history.attempt_floors[0] == 2  # their names stay used anyway
 
 
+def test_a_finished_pod_removed_by_someone_else_keeps_its_outcome() -> None:
+    """The Eviction API deletes the pod it evicted a moment after it ends: its disruption must still explain
+    and count the retry, not vanish from the shard's record (seen on the real node with `kubectl drain`)."""
+    history = PodHistory()
+    evicted = outcome(0, Category.DISRUPTED, NOW, reason="EvictionByEvictionAPI")
+    history.update([evicted], NOW)
+    assert history.update([], NOW + 2) == [] and history.vanished_total == 0  # finished: not "vanished"
+    state = shard_state(0, history.outcomes(set()), spec(), NOW + 10, attempt_floor=history.attempt_floors[0])
+    assert state.disruptions == 1 and state.counted_failures == 0 and state.next_attempt == 1
+    assert state.latest is not None and state.latest.reason == "EvictionByEvictionAPI"
+
+
 def test_vanished_pods_survive_an_operator_restart_through_status() -> None:
     history = PodHistory()
     history.update([outcome(3, Category.RUNNING, None)], NOW)
