@@ -7,7 +7,7 @@ import heapq
 import json
 import random
 import tracemalloc
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -151,3 +151,8 @@ def test_a_failed_manifest_write_raises_its_typed_error_and_commits_nothing() ->
     with pytest.raises(StorageUnavailable):
         plan_job("job", "s3://b/in", "s3://b/out", source, dest, ShardingPolicy(shard_count=100))
     assert layout.plan_key("job") not in dest.objects
+
+
+def test_the_readme_states_the_shard_cap() -> None:
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
+    assert f"`sharding.shardCount` (1–{MAX_SHARDS})" in readme
