@@ -90,10 +90,10 @@ class ItemTable:
     def total_bytes(self) -> int:
         return sum(self.sizes)
 
-    def _record(self, row: int) -> bytes:
-        return bytes(self._records[self._ends[row - 1] if row else 0:self._ends[row]])
+    def _record(self, row: int) -> bytearray:
+        return self._records[self._ends[row - 1] if row else 0:self._ends[row]]  # a copy: the table may grow
 
-    def key_bytes(self, row: int) -> bytes:
+    def key_bytes(self, row: int) -> bytearray:
         record = self._record(row)
         return record[:-1 - _etag_length(record[-1])]
 
