@@ -13,6 +13,7 @@ Invariants of `ItemTable`:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -152,7 +153,8 @@ def _etag_length(tag: int) -> int:
 
 @dataclass
 class Listing:
-    """The supported items of a listing plus what was left out and why (nothing is dropped silently)."""
+    """The supported items of a listing plus what was left out and why (nothing is dropped silently). The examples
+    are the first EXAMPLES_KEPT unsupported keys in key order, so they too do not depend on the listing order."""
 
     table: ItemTable = field(default_factory=ItemTable)
     unsupported_count: int = 0
@@ -174,8 +176,10 @@ def collect(objects: Iterable[ObjectInfo], limit: int | None = None) -> Listing:
             continue
         if not is_supported(key):
             listing.unsupported_count += 1
-            if len(listing.unsupported_examples) < EXAMPLES_KEPT:
-                listing.unsupported_examples.append(key)
+            examples = listing.unsupported_examples
+            if len(examples) < EXAMPLES_KEPT or key < examples[-1]:
+                bisect.insort(examples, key)
+                del examples[EXAMPLES_KEPT:]
             continue
         append(key, obj.size, obj.etag)
     return listing

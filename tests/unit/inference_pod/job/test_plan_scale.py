@@ -39,7 +39,7 @@ def _fixed_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_same_listing_in_any_order_gives_byte_identical_manifests_and_plan(monkeypatch) -> None:
     _fixed_identity(monkeypatch)
     monkeypatch.setattr(plan_table, "SORT_RUN", 30_011)  # several sort runs, merged
-    listing = synthetic(200_000)
+    listing = synthetic(200_000) + [ObjectInfo(f"notes/{i:03d}.txt", 1, "") for i in range(50)]
     shuffled = listing[:]
     random.Random(5).shuffle(shuffled)
     stored = []
@@ -51,6 +51,7 @@ def test_the_same_listing_in_any_order_gives_byte_identical_manifests_and_plan(m
     assert len(stored[0]) == 997 + 1  # the manifests and plan.json (the probe is gone)
     committed = json.loads(stored[0][layout.plan_key("job")])
     assert committed["item_count"] == 200_000 and committed["shard_count"] == 997
+    assert committed["skipped"]["unsupported"] == {"count": 50, "examples": [f"notes/{i:03d}.txt" for i in range(20)]}
 
 
 def lpt_reference(items: list[Item], count: int) -> list[list[Item]]:
