@@ -1,4 +1,5 @@
-"""Typed storage errors: what every decision about a failed storage call reads (never the message text).
+"""Typed storage and planning errors: what every decision about a failed storage call or plan reads (never the
+message text).
 
 Each type maps once to a loader exit code (`exit_codes.for_storage_error`) and once to the operator's
 reaction (`ocrjob_operator.reactions`). Messages are for people: they say what went wrong and how to fix it,
@@ -46,3 +47,12 @@ class InvalidRequest(StorageError):
 class ConditionalWriteIgnored(InvalidRequest):
     """The store accepted a create-if-absent of an object that already existed: it ignores If-None-Match, so it
     cannot guarantee that a job's plan is committed exactly once. Another store (or version) is needed."""
+
+
+class PlanError(ValueError):
+    """The inputs to planning are wrong; the message says how to fix them."""
+
+
+class PlanTooLarge(PlanError):
+    """The listing holds more than one planner may keep in memory (`plan_table.MAX_TABLE_BYTES`): the job must be
+    split (several jobs, or input manifests). Raised while listing, before the planner's memory grows past the bound."""

@@ -15,18 +15,21 @@ a probe checks that the store honours create-if-absent; one that ignores it rais
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inference_pod.job import layout, records
-from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
+from inference_pod.job.errors import PlanError, PlanTooLarge
+from inference_pod.job.plan_balance import Assignment, balance
+from inference_pod.job.plan_records import Item, Plan, PlanShard, encode_manifest, item_json, manifest_header
+from inference_pod.job.plan_table import MAX_TABLE_BYTES, SUPPORTED_SUFFIXES, ItemTable, Listing, collect
 from inference_pod.job.storage import (
     ConditionalWriteIgnored,
     Location,
@@ -38,17 +41,16 @@ from inference_pod.job.storage import (
     parse_location,
 )
 
+# Re-exported: callers import the planner's names from here.
+__all__ = ["MAX_TABLE_BYTES", "SUPPORTED_SUFFIXES", "Item", "Listing", "PlanError", "PlanTooLarge", "collect"]
+
 log = logging.getLogger("ocrjob.plan")
 
-SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
-MAX_SHARDS = 10_000
+MAX_SHARDS = 100_000  # the most indexes an Indexed Job may have, and the CRD's shardCount maximum
 MIN_TARGET_SHARD_BYTES = 1 << 20  # 1 MiB: smaller shards only add pod start-up overhead
 MAX_TARGET_SHARD_BYTES = 1 << 40  # 1 TiB
-_EXAMPLES_KEPT = 20
-
-
-class PlanError(ValueError):
-    """The inputs to planning are wrong; the message says how to fix them."""
+# Manifests written at once. boto3 clients are thread-safe; the operator's has 16 connections (OPERATOR_LIMITS).
+MANIFEST_WRITERS = 16
 
 
 @dataclass(frozen=True)
@@ -96,24 +98,6 @@ class ShardingPolicy:
         return max(1, min(wanted, item_count, self.max_shards))
 
 
-@dataclass
-class Listing:
-    """The supported items of a listing plus what was left out and why (nothing is dropped silently)."""
-
-    items: list[Item] = field(default_factory=list)
-    unsupported_count: int = 0
-    unsupported_examples: list[str] = field(default_factory=list)
-
-    def skipped(self) -> dict:
-        return {
-            "unsupported": {"count": self.unsupported_count, "examples": self.unsupported_examples},
-        }
-
-
-def is_supported(key: str) -> bool:
-    return PurePosixPath(key).suffix.lower() in SUPPORTED_SUFFIXES
-
-
 def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
     """Parse both locations and refuse an output equal to, inside or above the input (results would be OCR'd on
     the next run, or land inside the input), and S3 locations with '.', '..' or empty path segments (S3 keys are
@@ -155,55 +139,26 @@ def _check_segments(what: str, uri: str) -> None:
                         f"location without them, e.g. {fixed!r}")
 
 
-def collect(objects: Iterable[ObjectInfo]) -> Listing:
-    """Stream a listing into the supported items, skipping OcrJob's own bookkeeping and results."""
-    listing = Listing()
-    for obj in objects:
-        if obj.key.startswith(layout.JOB_DIR + "/"):
-            continue
-        if not is_supported(obj.key):
-            listing.unsupported_count += 1
-            if len(listing.unsupported_examples) < _EXAMPLES_KEPT:
-                listing.unsupported_examples.append(obj.key)
-            continue
-        listing.items.append(Item(obj.key, obj.size, obj.etag))
-    return listing
-
-
 def plan_shards(items: Iterable[Item], policy: ShardingPolicy) -> list[Shard]:
-    """Split items into balanced shards: deterministic, no empty shards, items sorted by key within a shard."""
-    ordered = sorted(items, key=lambda item: (-item.size, item.key))
-    keys = [item.key for item in ordered]
-    if len(set(keys)) != len(keys):
-        raise PlanError("the listing holds the same key twice; de-duplicate the input manifest")
-    count = policy.shards_for(len(ordered), sum(item.size for item in ordered))
-    # Heap of (bytes, items, index): the lightest shard (then fewest items, then lowest index) takes next.
-    heap = [(0, 0, index) for index in range(count)]
-    assigned: list[list[Item]] = [[] for _ in range(count)]
-    for item in ordered:
-        total, n, index = heapq.heappop(heap)
-        assigned[index].append(item)
-        heapq.heappush(heap, (total + item.size, n + 1, index))
-    return [Shard(index, tuple(sorted(group, key=lambda item: item.key))) for index, group in enumerate(assigned)]
+    """Split items into balanced shards (`plan_balance`): deterministic, no empty shards, items sorted by key within
+    a shard. Holds every item; the planner itself keeps a compact table instead (`plan_job`)."""
+    table = ItemTable.of(items)
+    assignment = _balance(table, policy)
+    return [Shard(shard, tuple(table.item(row) for row in assignment.shard_rows(shard)))
+            for shard in range(assignment.count)]
 
 
-def manifest_record(job_id: str, shard: Shard, input_uri: str, output_uri: str) -> Manifest:
-    return Manifest(job_id, shard.index, input_uri, output_uri, shard.items)
+def _balance(table: ItemTable, policy: ShardingPolicy) -> Assignment:
+    order = table.key_order()  # first: it refuses a key listed twice
+    return balance(table, order, policy.shards_for(len(table), table.total_bytes()))
 
 
-def plan_record(
-    job_id: str, plan_id: str, shards: list[Shard], listing: Listing, input_uri: str, output_uri: str, seconds: float
-) -> Plan:
-    entries = tuple(
-        PlanShard(shard.index, len(shard.items), shard.total_bytes,
-                  layout.plan_manifest_key(job_id, plan_id, shard.index))
-        for shard in shards
-    )
-    return Plan(
-        job_id, plan_id, input_uri, output_uri, records.utc_iso(), round(seconds, 3),
-        item_count=sum(len(shard.items) for shard in shards), total_bytes=sum(shard.total_bytes for shard in shards),
-        shards=entries, skipped=listing.skipped(),
-    )
+def manifest_bytes(job_id: str, shard: int, input_uri: str, output_uri: str, table: ItemTable,
+                   assignment: Assignment) -> bytes:
+    """Shard `shard`'s manifest, byte for byte `json.dumps(Manifest(...).to_dict())`, built from the table's rows."""
+    header = manifest_header(job_id, shard, input_uri, output_uri, assignment.item_count(shard),
+                             assignment.totals[shard])
+    return encode_manifest(header, (item_json(*table.entry(row)) for row in assignment.shard_rows(shard)))
 
 
 @dataclass(frozen=True)
@@ -296,9 +251,29 @@ def check_conditional_create(dest: Storage, job_id: str) -> None:
 
 def _delete_quietly(dest: Storage, keys: Iterable[str]) -> None:
     """Best-effort clean-up of objects nothing reads (a lost attempt's manifests, probes)."""
-    for key in keys:
+    def delete(key: str) -> None:
         with contextlib.suppress(StorageError):
             dest.delete(key)
+
+    _run_bounded(delete, ((key,) for key in keys))
+
+
+def _run_bounded(call: Callable[..., None], calls: Iterable[tuple[Any, ...]]) -> None:
+    """`call(*args)` for each args on MANIFEST_WRITERS threads, at most twice as many submitted and not done; `calls`
+    is consumed only as they finish, so a lazy one (encoding manifests) holds that many at once. The first failure
+    (in submission order) stops the submissions and is raised once the calls in flight are done."""
+    pending: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(MANIFEST_WRITERS, thread_name_prefix="ocrjob-plan") as pool:
+        try:
+            for args in calls:
+                pending.append(pool.submit(call, *args))
+                if len(pending) >= 2 * MANIFEST_WRITERS:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _same_locations(plan: Plan, job_id: str, input_uri: str, output_uri: str) -> Plan:
@@ -318,9 +293,12 @@ def plan_job(
     dest: Storage,
     policy: ShardingPolicy,
     input_manifest: InputManifest | None = None,
+    limit: int | None = None,
 ) -> Plan:
     """Plan once: return the stored plan if there is one, else list, shard, write this attempt's manifests, then
-    create plan.json if still absent. Losing that race returns the plan that won."""
+    create plan.json if still absent. Losing that race returns the plan that won. The listing is held as an
+    `ItemTable` of at most `limit` bytes (default MAX_TABLE_BYTES; PlanTooLarge beyond it); manifests are encoded
+    one at a time as they are written, at most 2 x MANIFEST_WRITERS held at once."""
     check_locations(input_uri, output_uri)
     existing = read_plan(dest, job_id)
     if existing is not None:
@@ -328,18 +306,35 @@ def plan_job(
     check_conditional_create(dest, job_id)
     started = time.monotonic()
     objects = list_manifest_items(source, input_manifest) if input_manifest else source.list()
-    listing = collect(objects)
-    if not listing.items:
+    listing = collect(objects, limit)
+    table = listing.table
+    if not len(table):
         raise PlanError(
             f"no supported documents under {input_uri} ({listing.unsupported_count} unsupported objects, "
             f"e.g. {listing.unsupported_examples[:3]}); supported types: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
         )
-    shards = plan_shards(listing.items, policy)
-    plan = plan_record(job_id, layout.random_id(), shards, listing, input_uri, output_uri, 0.0)
-    for shard, entry in zip(shards, plan.shards, strict=True):
-        manifest = manifest_record(job_id, shard, input_uri, output_uri)
-        dest.put(entry.manifest, json.dumps(manifest.to_dict()).encode())
+    assignment = _balance(table, policy)
+    plan = _plan_record(job_id, layout.random_id(), assignment, listing, input_uri, output_uri)
+    _run_bounded(dest.put, ((entry.manifest, manifest_bytes(job_id, entry.index, input_uri, output_uri, table,
+                                                             assignment)) for entry in plan.shards))
+    del listing, table, assignment  # written: from here on only the plan is held
     plan = replace(plan, planning_seconds=round(time.monotonic() - started, 3))
+    return _commit(dest, plan, job_id, input_uri, output_uri)
+
+
+def _plan_record(job_id: str, plan_id: str, assignment: Assignment, listing: Listing, input_uri: str,
+                 output_uri: str) -> Plan:
+    entries = tuple(
+        PlanShard(shard, assignment.item_count(shard), assignment.totals[shard],
+                  layout.plan_manifest_key(job_id, plan_id, shard))
+        for shard in range(assignment.count)
+    )
+    return Plan(job_id, plan_id, input_uri, output_uri, records.utc_iso(), 0.0, item_count=len(listing.table),
+                total_bytes=sum(assignment.totals), shards=entries, skipped=listing.skipped())
+
+
+def _commit(dest: Storage, plan: Plan, job_id: str, input_uri: str, output_uri: str) -> Plan:
+    """Create plan.json if absent. The loser of a race deletes its manifests and returns the winner's plan."""
     try:
         dest.create(layout.plan_key(job_id), json.dumps(plan.to_dict(), indent=1).encode())
     except ObjectExists:

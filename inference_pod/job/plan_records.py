@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar
 
 from inference_pod.job import layout
@@ -59,11 +62,28 @@ class Manifest:
                    f.each("items", Item.from_dict))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": MANIFEST_SCHEMA, "job_id": self.job_id, "shard_index": self.shard_index, "input": self.input,
-            "output": self.output, "item_count": self.item_count, "total_bytes": self.total_bytes,
-            "items": [item.to_dict() for item in self.items],
-        }
+        return {**manifest_header(self.job_id, self.shard_index, self.input, self.output, self.item_count,
+                                  self.total_bytes),
+                "items": [item.to_dict() for item in self.items]}
+
+
+def manifest_header(job_id: str, shard_index: int, input_uri: str, output_uri: str, item_count: int,
+                    total_bytes: int) -> dict[str, Any]:
+    """A manifest's fields before its items (`Manifest.to_dict` without "items")."""
+    return {"schema": MANIFEST_SCHEMA, "job_id": job_id, "shard_index": shard_index, "input": input_uri,
+            "output": output_uri, "item_count": item_count, "total_bytes": total_bytes}
+
+
+def item_json(key: str, size: int, etag: str) -> str:
+    """`json.dumps(Item(key, size, etag).to_dict())`, without building the Item or the dict (the planner writes
+    millions of them)."""
+    return f'{{"key": {encode_basestring_ascii(key)}, "size": {size}, "etag": {encode_basestring_ascii(etag)}}}'
+
+
+def encode_manifest(header: dict[str, Any], items: Iterable[str]) -> bytes:
+    """The bytes of `json.dumps(manifest.to_dict())` from its header and its items' `item_json`."""
+    opening = json.dumps({**header, "items": []})[:-2]  # ends with '"items": ['
+    return f"{opening}{', '.join(items)}]}}".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from inference_pod.job import layout
 from inference_pod.job.errors import StorageError
 from inference_pod.job.plan import (
     PlanError,
+    PlanTooLarge,
     ShardingPolicy,
     load_plan,
     make_plan,
@@ -158,6 +159,8 @@ class Controller:
             policy = ShardingPolicy(shard_count=spec.shard_count, target_shard_bytes=spec.target_shard_bytes)
             plan = make_plan(meta["uid"], spec.input_uri, spec.output_uri, storage.source, storage.dest, policy,
                              manifest)
+        except PlanTooLarge as exc:  # the operator stops holding the listing before its memory limit is near
+            return self._fail_unplanned(job, "PlanTooLarge", f"planning failed: {exc}")
         except PlanError as exc:
             return self._fail_unplanned(job, "PlanFailed", f"planning failed: {exc}")
         except (StorageError, CredentialsError, KubeError) as exc:

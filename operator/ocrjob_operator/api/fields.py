@@ -3,8 +3,9 @@
 From this table the CRD generator builds those fields' schemas (description, minimum, maximum, default, enum),
 `parse_spec` takes its bounds and defaults, and the CLI derives `SubmitFlags` and the `submit` options. The
 spec fields that are loader settings (`Setting.spec`: workersPerPod, ocr.*, models.*, device) take their type,
-bounds, default and help from `inference_pod.job.settings`, where they are declared. Imports the settings table
-only: never the operator loop, the CLI or kubernetes.
+bounds, default and help from `inference_pod.job.settings`, where they are declared; the shard cap is the planner's
+(`inference_pod.job.plan.MAX_SHARDS`). Imports the storage contract only: never the operator loop, the CLI or
+kubernetes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from inference_pod.job import settings
+from inference_pod.job.plan import MAX_SHARDS
 
 DEVICES = ("gpu", "cpu")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -115,7 +117,7 @@ FIELDS: tuple[SpecField, ...] = (
               default="AWS_ACCESS_KEY_ID"),
     SpecField("s3.credentialsSecret.secretAccessKeyKey", help="Data key holding the secret key.",
               default="AWS_SECRET_ACCESS_KEY"),
-    SpecField("sharding.shardCount", int, "Number of shards (fewer when there are fewer documents).", 1, 10_000,
+    SpecField("sharding.shardCount", int, "Number of shards (fewer when there are fewer documents).", 1, MAX_SHARDS,
               flag="--shards", flag_help="Number of shards."),
     SpecField("sharding.targetShardSize", flag="--target-shard-size",
               flag_help="Instead of --shards: input bytes per shard, e.g. 2Gi."),

@@ -39,8 +39,8 @@ ANNOTATION_KILL_MESSAGE = f"{GROUP}/kill-message"
 CONTAINER_NAME = "ocr"
 GPU_RESOURCE = "nvidia.com/gpu"
 
-# A pod name is `<job>-s<shard>-a<attempt>`; with at most 10000 shards and 1000 attempts the suffix is
-# at most 12 characters, so a job name of at most 50 keeps pod names valid DNS labels (63).
+# A pod name is `<job>-s<shard>-a<attempt>`; with at most 100000 shards (plan.MAX_SHARDS) and 1000 attempts the
+# suffix is at most 12 characters, so a job name of at most 50 keeps pod names valid DNS labels (63).
 MAX_JOB_NAME = 50
 POD_NAME_SHAPE = "<name>-s<shard>-a<attempt>"  # for messages (the CRD's name rule says why names are bounded)
 _POD_NAME_RE = re.compile(r"^(?P<job>.+)-s(?P<shard>\d+)-a(?P<attempt>\d+)$")

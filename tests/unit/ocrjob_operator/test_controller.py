@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from inference_pod.job import layout
+from inference_pod.job import layout, plan_table
 from inference_pod.job.plan import load_plan, manifest_key
 from inference_pod.job.plan_records import Item
 from inference_pod.job.records import encode
@@ -395,6 +395,15 @@ def test_plan_error_fails_with_the_planner_message(world, tmp_path: Path) -> Non
         storage.source.delete(obj.key)
     controller().reconcile("ns", "job")
     assert kube.job["status"]["phase"] == "Failed" and "no supported documents" in kube.job["status"]["message"]
+
+
+def test_an_input_too_large_to_plan_fails_the_job_before_the_operator_holds_it(world, monkeypatch) -> None:
+    kube, _storage, _events, _clock, controller = world()
+    monkeypatch.setattr(plan_table, "MAX_TABLE_BYTES", 64)
+    monkeypatch.setattr(plan_table, "CHECK_EVERY", 1)
+    controller().reconcile("ns", "job")
+    assert kube.job["status"]["phase"] == "Failed" and "split it into several jobs" in kube.job["status"]["message"]
+    assert next(c for c in kube.job["status"]["conditions"] if c["type"] == "Failed")["reason"] == "PlanTooLarge"
 
 
 def test_invalid_spec_fails_with_the_fix(world) -> None:

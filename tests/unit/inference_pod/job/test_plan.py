@@ -7,6 +7,7 @@ import pytest
 
 from inference_pod.job import layout
 from inference_pod.job.plan import (
+    MAX_SHARDS,
     Item,
     PlanError,
     ShardingPolicy,
@@ -63,7 +64,7 @@ def test_target_shard_size_decides_the_count() -> None:
     ("kwargs", "message"),
     [
         ({"shard_count": 0}, "shard count must be between 1"),
-        ({"shard_count": 20_000}, "shard count must be between 1"),
+        ({"shard_count": MAX_SHARDS + 1}, "shard count must be between 1"),
         ({"target_shard_bytes": 10}, "target shard size must be between"),
         ({"shard_count": 2, "target_shard_bytes": 1 << 30}, "either a shard count or a target shard size"),
     ],
@@ -84,7 +85,7 @@ def test_collect_filters_types_and_reports_what_it_left_out() -> None:
         for key in ["a.PNG", "b.jpeg", "c.txt", "d.tif", "e.pdf", "f.webp", "g.bmp", "h.jpg", "i.tiff",
                     "_ocrjob/x/plan.json", "notes.json"]
     )
-    assert [i.key for i in listing.items] == ["a.PNG", "b.jpeg", "d.tif", "e.pdf", "f.webp", "g.bmp", "h.jpg", "i.tiff"]
+    assert [i.key for i in listing.table] == ["a.PNG", "b.jpeg", "d.tif", "e.pdf", "f.webp", "g.bmp", "h.jpg", "i.tiff"]
     assert listing.unsupported_count == 2
     assert listing.unsupported_examples == ["c.txt", "notes.json"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference_pod.job.plan import MAX_SHARDS
 from ocrjob_operator.api.names import MAX_JOB_NAME, POD_NAME_SHAPE, PodName, parse_pod_name, pod_name
 
 
@@ -13,7 +14,7 @@ def test_the_format() -> None:
 
 
 @pytest.mark.parametrize(("job", "shard", "attempt"), [("j", 0, 0), ("scan-2024", 12, 3), ("a-s1-a2", 4, 5),
-                                                       ("x" * MAX_JOB_NAME, 9_999, 999)])
+                                                       ("x" * MAX_JOB_NAME, MAX_SHARDS - 1, 999)])
 def test_parse_is_the_inverse(job: str, shard: int, attempt: int) -> None:
     name = pod_name(job, shard, attempt)
     assert parse_pod_name(name) == PodName(job, shard, attempt)
@@ -26,5 +27,5 @@ def test_other_names_are_not_pod_names(name: str | None) -> None:
 
 
 def test_the_longest_pod_name_is_a_dns_label() -> None:
-    # 10000 shards (the CRD's shardCount maximum) and 1000 attempts at most, a job name of MAX_JOB_NAME.
-    assert len(pod_name("x" * MAX_JOB_NAME, 9_999, 999)) <= 63
+    # MAX_SHARDS shards (the CRD's shardCount maximum) and 1000 attempts at most, a job name of MAX_JOB_NAME.
+    assert len(pod_name("x" * MAX_JOB_NAME, MAX_SHARDS - 1, 999)) <= 63

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from inference_pod.job.plan import MAX_SHARDS
 from ocrjob_operator.api import fields as F
 from ocrjob_operator.api.spec import SpecError, output_inside_input, parse_quantity, parse_spec
 
@@ -86,7 +87,7 @@ def test_full_spec() -> None:
     ({"input__manifest": "s3://bucket/"}, "s3://bucket/key"),
     ({"sharding": {"shardCount": 2, "targetShardSize": "1Gi"}}, "exactly one"),
     ({"sharding": {}}, "exactly one"),
-    ({"sharding": {"shardCount": 0}}, "between 1 and 10000"),
+    ({"sharding": {"shardCount": 0}}, f"between 1 and {MAX_SHARDS}"),
     ({"sharding": {"targetShardSize": "10Ki"}}, "between 1Mi and 1Ti"),
     ({"sharding": {"targetShardSize": "lots"}}, "not a size"),
     ({"parallelism": 5000}, "between 1 and 1000"),
