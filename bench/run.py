@@ -132,7 +132,8 @@ def measure_loader(args: argparse.Namespace) -> dict:
     started = time.time()
     config = LoaderConfig(
         manifest=args.manifest, models=default_model_source(), device="cpu", workers_per_device=args.workers,
-        ocr=OcrOptions(engine=args.engine), termination_log=None, model_cache_dir=Path(args.workdir) / "model-cache",
+        ocr=OcrOptions(engine=args.engine, det_input=args.det_input), termination_log=None,
+        model_cache_dir=Path(args.workdir) / "model-cache",
     )
     progress = multiprocessing.get_context("spawn").Queue()
     stamps: list[float] = []
@@ -279,6 +280,8 @@ def loader_accuracy(output: Path, truth: dict[str, list[str]], pages_dir: Path, 
 SYSTEMS = {  # key -> (table label, measure kind, extra args)
     "loader-onnxruntime-w1": ("OcrJob loader, onnxruntime, 1 worker (default)", "loader",
                               ["--engine", "onnxruntime", "--workers", "1"]),
+    "loader-onnxruntime-w1-plain": ("OcrJob loader, onnxruntime, 1 worker, plain detection input", "loader",
+                                    ["--engine", "onnxruntime", "--workers", "1", "--det-input", "plain"]),
     "loader-onnxruntime-w2": ("OcrJob loader, onnxruntime, 2 workers", "loader",
                               ["--engine", "onnxruntime", "--workers", "2"]),
     "bare-onnxruntime": ("bare `PaddleOCR.predict`, as the loader builds it, onnxruntime", "bare-onnxruntime", []),
@@ -408,6 +411,8 @@ def _tesseract_version() -> str:
 
 
 def main() -> None:
+    from inference_pod.job import settings
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1, help="multiply the pages of each kind")
     parser.add_argument("--kinds", help="pages per kind instead of the default set, e.g. line-300-tight=12")
@@ -420,6 +425,7 @@ def main() -> None:
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="onnxruntime", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--det-input", default=settings.default("det_input"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         measures = {"loader": measure_loader, "bare-onnxruntime": lambda a: measure_bare(a, "onnxruntime"),
