@@ -5,7 +5,7 @@ Why: the DB detector misses text that runs up to the image edge (it sees no pape
 line crops and receipts are cut a few pixels from the ink), and PaddleOCR's one side limit per call
 (`max`, 960) shrinks a 2000x60 line crop to 960x32, where its text is a dozen pixels high and often not
 found at all. So every image gets a border sized from its short side, and an image that the page rule would
-shrink below a readable short side is detected at (up to) its own resolution instead.
+shrink below a readable short side is detected at a scale that keeps it readable instead.
 
 Invariants: the border is between MIN_BORDER and MAX_BORDER pixels on every side; `to_original` maps a point
 of the padded image into the original image's pixel grid (0 <= x <= width - 1, 0 <= y <= height - 1), so the
@@ -53,9 +53,9 @@ def prepare(image: np.ndarray, adaptive: bool, page: DetResize) -> DetInput:
     resized by the `page` rule for every image (PaddleOCR's way)."""
     if not adaptive:
         return DetInput(image, 0, page)
-    border = border_width(*image.shape[:2])
-    padded = pad(image, border)
-    return DetInput(padded, border, det_resize(*padded.shape[:2], page))
+    height, width = image.shape[:2]
+    border = border_width(height, width)
+    return DetInput(pad(image, border), border, det_resize(height, width, border, page))
 
 
 def border_width(height: int, width: int) -> int:
@@ -78,20 +78,26 @@ def pad(image: np.ndarray, border: int) -> np.ndarray:
     return padded
 
 
-def det_resize(height: int, width: int, page: DetResize) -> DetResize:
-    """The detection resize of a (padded) `height` x `width` image under the `page` rule ("longest side at most
-    N"; another rule is kept as it is). Pages keep the rule (one decision for all of them, so they batch
-    together); an image it would shrink below MIN_DET_SHORT_SIDE keeps its short side up to that, never
-    upscaled, at most MAX_DET_LONG_SIDE long."""
+def det_resize(height: int, width: int, border: int, page: DetResize) -> DetResize:
+    """The detection resize of a `height` x `width` image padded by `border` under the `page` rule ("longest
+    side at most N"; another rule is kept as it is).
+
+    A page keeps the rule's scale on its original size, the border added at that same scale (so the border never
+    shrinks a page's text: its boxes, and the reading order built from them, stay as without it); pages of one
+    size share one decision, so they share one PaddleOCR call. An image the rule would shrink below
+    MIN_DET_SHORT_SIDE keeps its (padded) short side up to that, never upscaled, at most MAX_DET_LONG_SIDE long.
+    """
     if page.limit_type != LIMIT_MAX:
         return page
     long_side, short_side = max(height, width), min(height, width)
     page_scale = min(1.0, page.limit_side_len / long_side)
-    if short_side * page_scale >= MIN_DET_SHORT_SIDE:
-        return page
-    scale = min(1.0, MIN_DET_SHORT_SIDE / short_side, MAX_DET_LONG_SIDE / long_side)
-    scale = max(scale, page_scale)
-    return DetResize(max(1, round(long_side * scale)), RESIZE_LONG)
+    padded_long, padded_short = long_side + 2 * border, short_side + 2 * border
+    if padded_short * page_scale >= MIN_DET_SHORT_SIDE:
+        if page_scale == 1.0:  # not resized: one decision for every such image
+            return DetResize(page.limit_side_len + 2 * border, LIMIT_MAX)
+        return DetResize(round(page_scale * padded_long), LIMIT_MAX)
+    scale = min(1.0, MIN_DET_SHORT_SIDE / padded_short, MAX_DET_LONG_SIDE / padded_long)
+    return DetResize(max(1, round(padded_long * max(scale, page_scale))), RESIZE_LONG)
 
 
 def to_original(polygon: Sequence[Sequence[float]], border: int, height: int, width: int) -> list[list[int]]:

@@ -54,30 +54,44 @@ def test_the_background_is_the_paper_not_the_ink() -> None:
     assert background_colour(dark_page) == (30, 30, 30)
 
 
-def test_pages_keep_the_one_page_rule_so_they_batch_together() -> None:
-    for height, width in [(1754, 1240), (3508, 2480), (1240, 1754), (700, 500), (300, 200)]:
-        assert det_resize(height, width, PAGE) == PAGE
+def _scale(height: int, width: int, border: int, decision: DetResize) -> float:
+    """The scale PaddleOCR applies to the padded image under `decision` (before rounding to multiples of 32)."""
+    long_side = max(height, width) + 2 * border
+    if decision.limit_type == RESIZE_LONG:
+        return decision.limit_side_len / long_side
+    return min(1.0, decision.limit_side_len / long_side)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1754, 1240), (3508, 2480), (1240, 1754), (700, 500), (300, 200)])
+def test_a_page_keeps_the_page_rules_scale_and_the_border_does_not_shrink_its_text(height: int, width: int) -> None:
+    border = border_width(height, width)
+    decision = det_resize(height, width, border, PAGE)
+    assert decision.limit_type == LIMIT_MAX
+    assert _scale(height, width, border, decision) == pytest.approx(min(1.0, LIMIT / max(height, width)), rel=1e-3)
+
+
+def test_pages_of_one_size_and_all_unresized_pages_share_one_decision() -> None:
+    assert det_resize(1754, 1240, MAX_BORDER, PAGE) == det_resize(1754, 1240, MAX_BORDER, PAGE)
+    assert det_resize(700, 500, MAX_BORDER, PAGE) == det_resize(900, 300, MAX_BORDER, PAGE)
 
 
 def test_a_wide_line_crop_is_not_shrunk_to_an_unreadable_height() -> None:
     # The page rule would give 960 x ~35: the text a dozen pixels high.
-    decision = det_resize(120, 2060, PAGE)
+    decision = det_resize(60, 2000, 30, PAGE)
     assert decision.limit_type == RESIZE_LONG
-    assert decision.limit_side_len * 120 / 2060 == pytest.approx(MIN_DET_SHORT_SIDE, abs=1)
+    assert _scale(60, 2000, 30, decision) * 120 == pytest.approx(MIN_DET_SHORT_SIDE, abs=1)
 
 
 def test_a_short_image_is_scaled_only_as_far_as_the_minimum_short_side_and_never_upscaled() -> None:
-    decision = det_resize(400, 4000, PAGE)  # the page rule keeps 96 px: enough
-    assert decision == PAGE
-    decision = det_resize(200, 4000, PAGE)  # page rule: 48 px; 96 px needs scale 0.48
-    assert decision.limit_type == RESIZE_LONG and decision.limit_side_len * 200 / 4000 == pytest.approx(
-        MIN_DET_SHORT_SIDE, abs=1)
-    assert det_resize(40, 600, PAGE) == DetResize(600, RESIZE_LONG)  # already small: as is, not upscaled
+    assert det_resize(400, 4000, 0, PAGE).limit_type == LIMIT_MAX  # the page rule keeps 96 px: enough
+    decision = det_resize(200, 4000, 0, PAGE)  # page rule: 48 px
+    assert decision.limit_type == RESIZE_LONG
+    assert _scale(200, 4000, 0, decision) * 200 == pytest.approx(MIN_DET_SHORT_SIDE, abs=1)
+    assert det_resize(20, 600, 10, PAGE) == DetResize(620, RESIZE_LONG)  # already small: as is, not upscaled
 
 
 def test_a_very_long_strip_stays_within_the_detectors_longest_side() -> None:
-    decision = det_resize(100, 12_000, PAGE)
-    assert decision == DetResize(MAX_DET_LONG_SIDE, RESIZE_LONG)
+    assert det_resize(100, 12_000, 0, PAGE) == DetResize(MAX_DET_LONG_SIDE, RESIZE_LONG)
 
 
 def test_polygons_map_back_into_the_original_image_and_are_clipped_to_it() -> None:
@@ -91,7 +105,7 @@ def test_polygons_map_back_into_the_original_image_and_are_clipped_to_it() -> No
 
 def test_another_page_rule_is_kept_as_it_is() -> None:
     rule = DetResize(736, "min")
-    assert det_resize(60, 2000, rule) == rule
+    assert det_resize(60, 2000, 30, rule) == rule
 
 
 def test_prepare_pads_and_decides_only_when_adaptive() -> None:
@@ -101,4 +115,4 @@ def test_prepare_pads_and_decides_only_when_adaptive() -> None:
     adaptive = prepare(image, adaptive=True, page=PAGE)
     assert adaptive.border == border_width(60, 2000)
     assert adaptive.image.shape == (60 + 2 * adaptive.border, 2000 + 2 * adaptive.border, 3)
-    assert adaptive.resize == det_resize(*adaptive.image.shape[:2], PAGE)
+    assert adaptive.resize == det_resize(60, 2000, adaptive.border, PAGE)

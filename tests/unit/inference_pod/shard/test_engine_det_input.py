@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from inference_pod.job import settings
-from inference_pod.shard.det_input import LIMIT_MAX, border_width
+from inference_pod.shard.det_input import LIMIT_MAX, DetResize, border_width, det_resize
 from inference_pod.shard.engine import OcrEngine, OcrOptions
 
 
@@ -42,7 +42,9 @@ def test_pages_share_one_call_and_a_line_crop_gets_its_own() -> None:
     results = ocr.predict([PAGE, LINE, PAGE])
     assert len(fake.calls) == 2
     pages_call, line_call = fake.calls
-    assert len(pages_call[0]) == 2 and pages_call[1:] == (settings.default("det_limit_side_len"), LIMIT_MAX)
+    page_border = border_width(1754, 1240)
+    page_rule = DetResize(settings.default("det_limit_side_len"), LIMIT_MAX)
+    assert len(pages_call[0]) == 2 and DetResize(*pages_call[1:]) == det_resize(1754, 1240, page_border, page_rule)
     assert len(line_call[0]) == 1 and line_call[2] != LIMIT_MAX
     page, line = border_width(1754, 1240), border_width(60, 2000)
     padded_page, padded_line = f"{1754 + 2 * page}x{1240 + 2 * page}", f"{60 + 2 * line}x{2000 + 2 * line}"
