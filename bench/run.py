@@ -31,7 +31,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -41,6 +43,18 @@ os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
 
 # Pages per kind (inference_pod.local.documents.KINDS); PDFs hold two pages each.
 DEFAULT_PAGES = {"a4-150-clean": 2, "a4-150-two-column": 1, "a4-150-degraded": 2, "a4-300-clean": 1, "pdf-150": 2}
+
+
+def _parse_kinds(text: str) -> dict[str, int]:
+    from inference_pod.local.documents import KINDS
+
+    counts = {}
+    for part in text.split(","):
+        kind, _, count = part.partition("=")
+        if kind not in KINDS:
+            raise SystemExit(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+        counts[kind] = int(count or 1)
+    return counts
 
 
 # -- measurements (each runs in a child process: `run.py --measure SYSTEM`) ------------------------------
@@ -118,7 +132,8 @@ def measure_loader(args: argparse.Namespace) -> dict:
     started = time.time()
     config = LoaderConfig(
         manifest=args.manifest, models=default_model_source(), device="cpu", workers_per_device=args.workers,
-        ocr=OcrOptions(engine=args.engine), termination_log=None, model_cache_dir=Path(args.workdir) / "model-cache",
+        ocr=OcrOptions(engine=args.engine, det_input=args.det_input), termination_log=None,
+        model_cache_dir=Path(args.workdir) / "model-cache",
     )
     progress = multiprocessing.get_context("spawn").Queue()
     stamps: list[float] = []
@@ -214,9 +229,13 @@ def prepare(workdir: Path, counts: dict[str, int]) -> tuple[Path, Path, dict[str
     return corpus, pages, truth, kinds
 
 
-def accuracy_by_kind(texts: dict[str, list[str]], truth: dict[str, list[str]], kinds: dict[str, str]) -> dict:
-    """{kind: ErrorCounts}; a PDF's pages are joined and compared with the document's truth."""
+def accuracy_by_kind(texts: dict[str, list[str]], truth: dict[str, list[str]], kinds: dict[str, str],
+                     measure: Callable[[list[str], list[str]], Any] | None = None) -> dict:
+    """{kind: ErrorCounts} by `measure` (default: sorted lines); a PDF's pages are joined and compared with the
+    document's truth."""
     from inference_pod.local.accuracy import ErrorCounts, errors
+
+    measure = measure or errors
 
     joined: dict[str, list[str]] = {}
     for page, lines in texts.items():
@@ -225,26 +244,44 @@ def accuracy_by_kind(texts: dict[str, list[str]], truth: dict[str, list[str]], k
     out: dict[str, ErrorCounts] = {}
     for page, reference in truth.items():
         kind = kinds[page]
-        out[kind] = out.get(kind, ErrorCounts()) + errors(reference, joined.get(page, []))
+        out[kind] = out.get(kind, ErrorCounts()) + measure(reference, joined.get(page, []))
     return out
 
 
-def loader_texts(output: Path, corpus_truth: dict[str, list[str]], pages_dir: Path) -> dict[str, list[str]]:
-    """The loader's recognised lines (its text boxes) per page, keyed like the other systems' pages. Not the
-    page's `text`: that joins boxes on one row, which across two columns mixes them (see BENCHMARKS.md)."""
+def loader_texts(output: Path, corpus_truth: dict[str, list[str]], pages_dir: Path,
+                 text: bool = False) -> dict[str, list[str]]:
+    """The loader's recognised lines (its text boxes) per page, keyed like the other systems' pages; with `text`,
+    the lines of the pages' `text` instead (what users read, in reading order)."""
     from inference_pod.job import layout
 
     texts = {}
     for name in corpus_truth:
         record = json.loads((output / layout.result_key(name)).read_text(encoding="utf-8"))
-        lines = [line["text"] for page in record["pages"] for line in page["lines"]]
+        if text:
+            lines = [line for page in record["pages"] for line in page["text"].splitlines()]
+        else:
+            lines = [line["text"] for page in record["pages"] for line in page["lines"]]
         texts[str(pages_dir / (f"{name}-p1.png" if name.endswith(".pdf") else name))] = lines
     return texts
+
+
+def loader_accuracy(output: Path, truth: dict[str, list[str]], pages_dir: Path, page_truth: dict[str, list[str]],
+                    kinds: dict[str, str]) -> tuple[dict, dict]:
+    """The loader's {kind: ErrorCounts} of its boxes (matched to the truth in any order) and of its pages' text
+    (in reading order): a reading-order regression shows as the gap between the two."""
+    from inference_pod.local.accuracy import box_errors, text_errors
+
+    boxes = accuracy_by_kind(loader_texts(output, truth, pages_dir), page_truth, kinds, box_errors)
+    text = accuracy_by_kind(loader_texts(output, truth, pages_dir, text=True), page_truth, kinds,
+                            lambda ref, hyp: text_errors(ref, "\n".join(hyp)))
+    return boxes, text
 
 
 SYSTEMS = {  # key -> (table label, measure kind, extra args)
     "loader-onnxruntime-w1": ("OcrJob loader, onnxruntime, 1 worker (default)", "loader",
                               ["--engine", "onnxruntime", "--workers", "1"]),
+    "loader-onnxruntime-w1-plain": ("OcrJob loader, onnxruntime, 1 worker, plain detection input", "loader",
+                                    ["--engine", "onnxruntime", "--workers", "1", "--det-input", "plain"]),
     "loader-onnxruntime-w2": ("OcrJob loader, onnxruntime, 2 workers", "loader",
                               ["--engine", "onnxruntime", "--workers", "2"]),
     "bare-onnxruntime": ("bare `PaddleOCR.predict`, as the loader builds it, onnxruntime", "bare-onnxruntime", []),
@@ -262,7 +299,8 @@ def orchestrate(args: argparse.Namespace) -> None:
 
     workdir = Path(args.workdir).absolute()
     shutil.rmtree(workdir, ignore_errors=True)
-    counts = dict(DEFAULT_PAGES) if args.scale == 1 else {k: v * args.scale for k, v in DEFAULT_PAGES.items()}
+    base = _parse_kinds(args.kinds) if args.kinds else DEFAULT_PAGES
+    counts = {k: v * args.scale for k, v in base.items()}
     corpus, pages_dir, truth, kinds = prepare(workdir, counts)
     page_truth = {str(pages_dir / (f"{n}-p1.png" if n.endswith(".pdf") else n)): lines for n, lines in truth.items()}
     print(f"corpus: {len(kinds)} pages in {corpus}", flush=True)
@@ -279,11 +317,15 @@ def orchestrate(args: argparse.Namespace) -> None:
             extra = [*extra, "--pages", str(pages_dir)]
         print(f"measuring {system} …", flush=True)
         row = run_measurement(kind, extra, workdir)
-        texts = loader_texts(workdir / f"out-{system}", truth, pages_dir) if kind == "loader" else row.pop("texts")
-        row.pop("texts", None)
-        row["accuracy"] = accuracy_by_kind(texts, page_truth, kinds)
+        if kind == "loader":
+            row.pop("texts", None)
+            row["accuracy"], row["text_accuracy"] = loader_accuracy(workdir / f"out-{system}", truth, pages_dir,
+                                                                    page_truth, kinds)
+        else:
+            row["accuracy"] = accuracy_by_kind(row.pop("texts"), page_truth, kinds)
         rows[system] = row
-        summary = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "accuracy"}
+        summary = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                   if not k.endswith("accuracy")}
         print(f"  {system}: {summary}", flush=True)
     write_report(rows, counts, len(kinds), Path(args.output), " ".join(sys.argv[1:]))
 
@@ -326,6 +368,16 @@ def write_report(rows: dict[str, dict], counts: dict[str, int], pages: int, outp
         acc = row["accuracy"]
         lines.append(f"| {SYSTEMS[key][0]} | " + " | ".join(
             f"{acc[k].cer:.3f} / {acc[k].wer:.3f}" if k in acc else "—" for k in kinds) + " |")
+    lines += ["", "The loader per page kind: its boxes (matched to the truth in any order) and its pages' `text` (in "
+              "reading order, what users read); the gap between them is what the reading order lost. "
+              "box CER | text CER / text WER:", "",
+              "| system | " + " | ".join(kinds) + " |", "| --- |" + " ---: |" * len(kinds)]
+    for key, row in rows.items():
+        if "text_accuracy" in row:
+            box, text = row["accuracy"], row["text_accuracy"]
+            lines.append(f"| {SYSTEMS[key][0]} | " + " | ".join(
+                f"{box[k].cer:.3f} \\| {text[k].cer:.3f} / {text[k].wer:.3f}" if k in box else "—" for k in kinds)
+                + " |")
     ratios = []
     for engine in ("onnxruntime", "paddle"):
         loader, bare = rows.get(f"loader-{engine}-w1"), rows.get(f"bare-{engine}")
@@ -359,8 +411,11 @@ def _tesseract_version() -> str:
 
 
 def main() -> None:
+    from inference_pod.job import settings
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1, help="multiply the pages of each kind")
+    parser.add_argument("--kinds", help="pages per kind instead of the default set, e.g. line-300-tight=12")
     parser.add_argument("--systems", help=f"comma-separated subset of {', '.join(SYSTEMS)}")
     parser.add_argument("--workdir", default=str(REPO / ".bench"))
     parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
@@ -370,6 +425,7 @@ def main() -> None:
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="onnxruntime", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--det-input", default=settings.default("det_input"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         measures = {"loader": measure_loader, "bare-onnxruntime": lambda a: measure_bare(a, "onnxruntime"),

@@ -1,6 +1,7 @@
 """Generated document pages with known text: A4 at 150/300 dpi, 30-50 lines in several fonts and sizes,
-one or two columns, some rotated a few degrees, some scanned-looking (noise, blur, JPEG), and multi-page
-PDFs. For the benchmark (`bench/run.py`) and the accuracy tests; the ground truth is kept beside each page.
+one to three columns, some skewed a few degrees, some scanned-looking (noise, blur, JPEG) or binarized, some
+with a header, a footer and a table; multi-page PDFs; tight crops of single lines and narrow receipts. For the
+benchmark (`bench/run.py`) and the accuracy tests; the ground truth is kept beside each page.
 
 Unlike `samples.py` (wide word gaps, for exact token checks) the text here is set with ordinary spaces,
 as in real documents. Deterministic for a given seed. Fonts: DejaVu Sans/Serif/Mono when the system has
@@ -32,18 +33,29 @@ class PageStyle:
 
     kind: str
     dpi: int = 150
+    layout: str = "a4"  # "a4", "line" (a tight crop of one printed line) or "receipt" (narrow, short lines)
     columns: int = 1
-    rotate_degrees: float = 0.0
+    rotate_degrees: tuple[float, float] = (0.0, 0.0)  # |skew| range, either sign, applied after rendering
     scanned: bool = False  # gaussian noise, slight blur, JPEG quality 60
+    binarized: bool = False  # thresholded to pure black and white, as many scanners deliver
+    header_footer: bool = False  # a running header above the body and a footer below it
+    table_rows: int = 0  # a table-like block (short cells in fixed columns) below the body
 
 
 # The benchmark's page kinds (its table rows). "pdf" pages are rendered by the loader's own PDF path.
 KINDS: dict[str, PageStyle] = {
     "a4-150-clean": PageStyle("a4-150-clean"),
     "a4-150-two-column": PageStyle("a4-150-two-column", columns=2),
-    "a4-150-degraded": PageStyle("a4-150-degraded", rotate_degrees=2.0, scanned=True),
+    "a4-150-degraded": PageStyle("a4-150-degraded", rotate_degrees=(1.0, 2.0), scanned=True),
     "a4-300-clean": PageStyle("a4-300-clean", dpi=300),
     "pdf-150": PageStyle("pdf-150"),
+    # Issue 20's real-scan shapes: text a few pixels from the edge, wide and short, binarized (e.g. 2000x60).
+    "line-300-tight": PageStyle("line-300-tight", dpi=300, layout="line", binarized=True),
+    "receipt-200": PageStyle("receipt-200", dpi=200, layout="receipt", binarized=True),
+    "a4-150-skewed": PageStyle("a4-150-skewed", columns=2, rotate_degrees=(0.5, 3.0)),
+    "a4-150-three-column": PageStyle("a4-150-three-column", columns=3),
+    "a4-150-report": PageStyle("a4-150-report", columns=2, header_footer=True, table_rows=6),
+    "a4-300-binarized": PageStyle("a4-300-binarized", dpi=300, rotate_degrees=(0.5, 1.5), binarized=True),
 }
 
 
@@ -70,14 +82,33 @@ def _line(rng: random.Random, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
             return " ".join(words)
 
 
+def _words(rng: random.Random, count: int) -> str:
+    return " ".join(rng.choice(VOCABULARY) if rng.random() < 0.75 else rng.choice(_EXTRA_WORDS) for _ in range(count))
+
+
 def render_document_page(style: PageStyle, rng: random.Random) -> tuple[Image.Image, list[str]]:
-    """One A4 page and its ground-truth lines (column by column, top to bottom)."""
+    """One page and its ground-truth lines in reading order: header, columns one after another (each top to
+    bottom), table rows (cells joined by one space), footer."""
+    render = {"a4": _render_a4, "line": _render_line, "receipt": _render_receipt}[style.layout]
+    page, truth = render(style, rng, rng.choice([*available_fonts(), None]))  # None: Pillow's own font
+    low, high = style.rotate_degrees
+    if high:
+        # As a scanner skews a sheet: the rendered page turned, corners filled with paper.
+        angle = rng.choice((-1, 1)) * rng.uniform(low, high)
+        page = page.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=255)
+    if style.scanned:
+        page = _scanned(page, rng)
+    if style.binarized:
+        page = page.point(lambda v: 255 if v >= 128 else 0)
+    return page.convert("RGB"), truth
+
+
+def _render_a4(style: PageStyle, rng: random.Random, font_path: str | None) -> tuple[Image.Image, list[str]]:
     width, height = round(A4_INCHES[0] * style.dpi), round(A4_INCHES[1] * style.dpi)
-    fonts = [*available_fonts(), None]
-    font_path = rng.choice(fonts)
-    n_lines = rng.randint(30, 50)  # printed rows (per column)
+    n_lines = rng.randint(30, 50)  # printed rows of the body (per column)
+    extra_rows = style.table_rows + (1 if style.table_rows else 0) + (4 if style.header_footer else 0)
     margin = round(0.8 * style.dpi)
-    pitch = (height - 2 * margin) // n_lines
+    pitch = (height - 2 * margin) // (n_lines + extra_rows)
     points = min(12.0, rng.uniform(9.5, 12.0), pitch * 72 / style.dpi / 1.35)
     font = _font(font_path, round(points * style.dpi / 72))
     gutter = round(0.3 * style.dpi)
@@ -86,18 +117,68 @@ def render_document_page(style: PageStyle, rng: random.Random) -> tuple[Image.Im
     page = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(page)
     truth: list[str] = []
+    y = margin
+    if style.header_footer:
+        header = _line(rng, font, int((width - 2 * margin) * 0.6))
+        draw.text((margin, y), header, fill=0, font=font)
+        truth.append(header)
+        y += 2 * pitch
     for column in range(style.columns):
         x = margin + column * (column_width + gutter)
         for row in range(n_lines):
             text = _line(rng, font, int(column_width * rng.uniform(0.7, 1.0)))
-            draw.text((x, margin + row * pitch), text, fill=0, font=font)
+            draw.text((x, y + row * pitch), text, fill=0, font=font)
             truth.append(text)
-    if style.rotate_degrees:
-        angle = rng.choice((-1, 1)) * rng.uniform(0.5, 1.0) * style.rotate_degrees
-        page = page.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=255)
-    if style.scanned:
-        page = _scanned(page, rng)
-    return page.convert("RGB"), truth
+    y += n_lines * pitch
+    if style.table_rows:
+        y += pitch
+        truth += _table(draw, rng, font, (margin, y), width - 2 * margin, pitch, style.table_rows)
+        y += style.table_rows * pitch
+    if style.header_footer:
+        footer = f"{_words(rng, 3)} page {rng.randint(2, 40)} of {rng.randint(41, 90)}"
+        draw.text(((width - font.getlength(footer)) / 2, y + pitch), footer, fill=0, font=font)
+        truth.append(footer)
+    return page, truth
+
+
+def _table(draw: ImageDraw.ImageDraw, rng: random.Random, font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+           origin: tuple[int, int], width: int, pitch: int, rows: int) -> list[str]:
+    """Rows of four short cells at fixed column positions (item, quantity, price, total): a key-value block that
+    must stay row-wise."""
+    lines = []
+    for row in range(rows):
+        quantity, price = rng.randint(1, 20), rng.randint(100, 9_999) / 100
+        cells = (_words(rng, rng.randint(1, 2)), str(quantity), f"{price:.2f}", f"{quantity * price:.2f}")
+        for cell, share in zip(cells, (0.0, 0.45, 0.65, 0.85), strict=True):
+            draw.text((origin[0] + share * width, origin[1] + row * pitch), cell, fill=0, font=font)
+        lines.append(" ".join(cells))
+    return lines
+
+
+def _render_line(style: PageStyle, rng: random.Random, font_path: str | None) -> tuple[Image.Image, list[str]]:
+    """One printed line cropped a few pixels around its ink: a wide, short image (about 2000x60 at 300 dpi)."""
+    font = _font(font_path, round(rng.uniform(10.0, 12.0) * style.dpi / 72))
+    text = _line(rng, font, int(style.dpi * rng.uniform(6.0, 7.0)))
+    canvas = Image.new("L", (round(font.getlength(text)) + 200, font.size * 3), 255)
+    ImageDraw.Draw(canvas).text((100, font.size), text, fill=0, font=font)
+    left, top, right, bottom = canvas.point(lambda v: 255 - v).getbbox() or (0, 0, *canvas.size)
+    pad = [rng.randint(1, 6) for _ in range(4)]
+    return canvas.crop((left - pad[0], top - pad[1], right + pad[2], bottom + pad[3])), [text]
+
+
+def _render_receipt(style: PageStyle, rng: random.Random, font_path: str | None) -> tuple[Image.Image, list[str]]:
+    """A till receipt: 2.5 inches wide, 6-10 short lines (items with prices, a total), narrow margins."""
+    font = _font(font_path, round(rng.uniform(9.0, 11.0) * style.dpi / 72))
+    width, margin, pitch = round(2.5 * style.dpi), rng.randint(4, 12), round(font.size * 1.5)
+    lines = [_words(rng, 2)]
+    for _ in range(rng.randint(4, 8)):
+        lines.append(f"{_words(rng, rng.randint(1, 2))} {rng.randint(100, 9_999) / 100:.2f}")
+    lines.append(f"TOTAL {rng.randint(1_000, 99_999) / 100:.2f}")
+    page = Image.new("L", (width, 2 * margin + pitch * len(lines)), 255)
+    draw = ImageDraw.Draw(page)
+    for row, text in enumerate(lines):
+        draw.text((margin, margin + row * pitch), text, fill=0, font=font)
+    return page, lines
 
 
 def _scanned(page: Image.Image, rng: random.Random) -> Image.Image:

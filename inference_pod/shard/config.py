@@ -65,7 +65,7 @@ def config_from_settings(values: dict[str, Any]) -> LoaderConfig:
         )
     models = ModelSource(*names) if all(names) else default_model_source()
     ocr = OcrOptions(det_limit_side_len=checked["det_limit_side_len"], rec_batch_size=checked["rec_batch_size"],
-                     engine=checked["engine"])
+                     engine=checked["engine"], det_input=checked["det_input"])
     limits = DecodeLimits(**{name: checked[name] for name in ("max_item_bytes", "max_pixels", "max_pages", "pdf_dpi")})
     extra = {"termination_log": checked["termination_log"]} if "termination_log" in given else {}
     return LoaderConfig(

@@ -24,6 +24,7 @@ import numpy as np
 
 from inference_pod.job import settings
 from inference_pod.models import ENGINE_FILES, ModelError, ModelSpec, validate_model_dir
+from inference_pod.shard.det_input import DetInput, DetResize, prepare, to_original
 
 _DEVICE_RE = re.compile(r"^(cpu|gpu(:\d+)?)$")
 
@@ -41,6 +42,7 @@ class OcrOptions:
 
     det_limit_side_len: int = settings.default("det_limit_side_len")  # limit_type "max": the longer side
     det_limit_type: str = "max"  # "max", "min" or "resize_long" (PaddleOCR's meanings)
+    det_input: str = settings.default("det_input")  # adaptive: border + resize per image shape (det_input.py)
     det_thresh: float = 0.3  # pixel probability threshold of the DB text map
     det_box_thresh: float = 0.6  # mean probability a box needs to be kept
     # How far DB boxes are grown around the text kernel. PaddleOCR's 1.5 crops document lines so tightly that
@@ -55,7 +57,7 @@ class OcrOptions:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("det_limit_side_len", "rec_batch_size", "engine"):
+        for name in ("det_limit_side_len", "rec_batch_size", "engine", "det_input"):
             try:
                 settings.BY_NAME[name].check(getattr(self, name))
             except settings.SettingError as exc:
@@ -200,12 +202,30 @@ class OcrEngine:
             )
         if not images:
             return []
-        bgr = [_to_bgr(image, index) for index, image in enumerate(images)]
-        # PaddleOCR treats ndarray input as BGR (cv2 convention); a list runs page after page inside.
-        raw = self._ocr.predict(bgr)
-        if len(raw) != len(images):
-            raise RuntimeError(f"PaddleOCR returned {len(raw)} results for {len(images)} images")
-        return [_page_result(result, image.shape) for result, image in zip(raw, images, strict=True)]
+        opts = self.options
+        page_rule = DetResize(opts.det_limit_side_len, opts.det_limit_type)
+        adaptive = opts.det_input == settings.DET_INPUT_ADAPTIVE
+        # PaddleOCR treats ndarray input as BGR (cv2 convention).
+        inputs = [prepare(_to_bgr(image, index), adaptive, page_rule) for index, image in enumerate(images)]
+        raw = self._predict_grouped(inputs)
+        return [_page_result(result, image.shape, prepared.border)
+                for result, image, prepared in zip(raw, images, inputs, strict=True)]
+
+    def _predict_grouped(self, inputs: list[DetInput]) -> list[Any]:
+        """PaddleOCR's results in input order. It takes the detection resize per call, not per image, so images
+        with the same decision (all ordinary pages) share one call, in which a list runs page after page."""
+        groups: dict[DetResize, list[int]] = {}
+        for index, prepared in enumerate(inputs):
+            groups.setdefault(prepared.resize, []).append(index)
+        results: list[Any] = [None] * len(inputs)
+        for resize, indices in groups.items():
+            raw = self._ocr.predict([inputs[i].image for i in indices], text_det_limit_side_len=resize.limit_side_len,
+                                    text_det_limit_type=resize.limit_type)
+            if len(raw) != len(indices):
+                raise RuntimeError(f"PaddleOCR returned {len(raw)} results for {len(indices)} images")
+            for index, result in zip(indices, raw, strict=True):
+                results[index] = result
+        return results
 
 
 def _to_bgr(image: Any, index: int) -> np.ndarray:
@@ -221,7 +241,8 @@ def _to_bgr(image: Any, index: int) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def _page_result(result: Any, shape: tuple[int, ...]) -> dict:
+def _page_result(result: Any, shape: tuple[int, ...], border: int) -> dict:
+    """The page's lines with polygons in the original image's pixels (the detection border taken off)."""
     texts = result.get("rec_texts") or []
     scores = result.get("rec_scores")
     polys = result.get("rec_polys")
@@ -234,7 +255,7 @@ def _page_result(result: Any, shape: tuple[int, ...]) -> dict:
             {
                 "text": str(text),
                 "score": score if math.isfinite(score) else 0.0,
-                "polygon": [[round(float(x)), round(float(y))] for x, y in np.asarray(poly).reshape(-1, 2)],
+                "polygon": to_original(np.asarray(poly).reshape(-1, 2), border, int(shape[0]), int(shape[1])),
             }
         )
     return {"width": int(shape[1]), "height": int(shape[0]), "lines": lines}

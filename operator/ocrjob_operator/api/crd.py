@@ -189,6 +189,7 @@ def _spec_schema() -> Schema:
                 "pageBatchSize": integer("ocr.pageBatchSize"),
                 "recBatchSize": integer("ocr.recBatchSize"),
                 "detLimitSideLen": integer("ocr.detLimitSideLen"),
+                "detInput": choice("ocr.detInput"),
                 "maxPixels": integer("ocr.maxPixels"),
                 "maxPages": integer("ocr.maxPages"),
                 "maxItemBytes": integer("ocr.maxItemBytes"),

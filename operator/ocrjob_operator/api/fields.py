@@ -143,6 +143,7 @@ FIELDS: tuple[SpecField, ...] = (
     _loader("page_batch_size"),
     _loader("rec_batch_size"),
     _loader("det_limit_side_len"),
+    _loader("det_input"),
     _loader("max_pixels"),
     _loader("max_pages"),
     _loader("max_item_bytes"),

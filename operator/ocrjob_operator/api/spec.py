@@ -84,6 +84,7 @@ class OcrSpec:
     page_batch_size: int = OCR_FIELDS["page_batch_size"].default
     rec_batch_size: int = OCR_FIELDS["rec_batch_size"].default
     det_limit_side_len: int = OCR_FIELDS["det_limit_side_len"].default
+    det_input: str = OCR_FIELDS["det_input"].default
     max_pixels: int = OCR_FIELDS["max_pixels"].default
     max_pages: int = OCR_FIELDS["max_pages"].default
     max_item_bytes: int = OCR_FIELDS["max_item_bytes"].default

@@ -61,7 +61,8 @@ def test_the_lower_bounds_the_settings_table_sets() -> None:
 
 def test_every_per_job_setting_reaches_the_pod_environment() -> None:
     values = {"workersPerPod": 3, "device": "cpu", "ocr": {"engine": "paddle", "pageBatchSize": 7, "recBatchSize": 9,
-                                                          "detLimitSideLen": 640, "maxPixels": 5, "maxPages": 6,
+                                                          "detLimitSideLen": 640, "detInput": settings.DET_INPUT_PLAIN,
+                                                          "maxPixels": 5, "maxPages": 6,
                                                           "maxItemBytes": 2048, "pdfDpi": 72},
               "models": {"detection": {"name": "d", "location": "/m/det"},
                          "recognition": {"name": "r", "location": "s3://models/rec"}}}
