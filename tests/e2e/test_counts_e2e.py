@@ -62,11 +62,8 @@ def test_counts_after_a_retry_equal_storage_and_never_go_back(env: Env, shell: d
         uid = wait_until(lambda: env.jobs.exists("counted") and env.jobs.get("counted")["metadata"]["uid"],
                          timeout=60, what="the job")
 
-        def midway() -> bool:
-            try:
-                beat = env.result(f"out/{layout.progress_key(uid, 0)}")
-            except env.s3.exceptions.NoSuchKey:
-                return False
+        def midway() -> bool:  # Env.midway, and the error record written
+            beat = env.heartbeat("counted") or {}
             items = beat.get("items") or {}
             done = items.get("ok", 0) + items.get("failed", 0) + items.get("skipped", 0)
             return beat.get("pod") == "counted-s0-a0" and items.get("failed", 0) >= 1 and done < total
