@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -158,19 +158,6 @@ def test_eviction_api_is_a_free_disruption(cluster: LocalCluster, client: Client
     assert terminating.category in (Category.TERMINATING, Category.DISRUPTED), terminating
     outcome = final(core, namespace, job, since=before["metadata"]["resourceVersion"])
     assert (outcome.category, outcome.reason) == (Category.DISRUPTED, "EvictionByEvictionAPI"), outcome
-
-
-@pytest.fixture
-def priority_classes(k8s_api: kubernetes.client.ApiClient) -> Iterator[tuple[str, str]]:
-    scheduling = kubernetes.client.SchedulingV1Api(k8s_api)
-    suffix = secrets.token_hex(3)
-    names = (f"ocrjob-low-{suffix}", f"ocrjob-high-{suffix}")
-    for name, value in zip(names, (100, 100000), strict=True):
-        scheduling.create_priority_class({"metadata": {"name": name}, "value": value})
-    yield names
-    for name in names:
-        with contextlib.suppress(kubernetes.client.exceptions.ApiException):
-            scheduling.delete_priority_class(name)
 
 
 def test_scheduler_preemption_is_a_free_disruption(cluster: LocalCluster, client: Client, core: CoreV1Api,

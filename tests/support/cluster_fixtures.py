@@ -6,6 +6,8 @@
     k8s_api     session: a cluster-admin `kubernetes.client.ApiClient` for the test thread
     core        session: a cluster-admin CoreV1Api for the test thread
     namespace   function: a fresh namespace (default ServiceAccount present), deleted afterwards
+    priority_classes
+                function: a low and a high PriorityClass (cluster-scoped), deleted afterwards
 
 Skipped, saying why, where a real node cannot run (not root, containerd/runc/iptables missing: `make node-deps`).
 When a test that uses `cluster` fails, the tails of the component logs, the kubelet, containerd and device-plugin
@@ -117,6 +119,19 @@ def namespace(core: kubernetes.client.CoreV1Api, request: pytest.FixtureRequest)
     yield name
     with contextlib.suppress(ApiException):  # its pods are stopped by the namespace controller + kubelet
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def priority_classes(k8s_api: kubernetes.client.ApiClient) -> Iterator[tuple[str, str]]:
+    scheduling = kubernetes.client.SchedulingV1Api(k8s_api)
+    suffix = secrets.token_hex(3)
+    names = (f"ocrjob-low-{suffix}", f"ocrjob-high-{suffix}")
+    for name, value in zip(names, (100, 100000), strict=True):
+        scheduling.create_priority_class({"metadata": {"name": name}, "value": value})
+    yield names
+    for name in names:
+        with contextlib.suppress(ApiException):
+            scheduling.delete_priority_class(name)
 
 
 @pytest.hookimpl(wrapper=True)
