@@ -11,4 +11,5 @@ pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
     "tests.support.s3_fixtures",
     "tests.support.ocr_fixtures",
+    "tests.support.operator_fixtures",
 ]

@@ -15,7 +15,7 @@ from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, Forbidden, Invalid, KubeError, load_config
 from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.podspec import JobRef, build_pod
-from tests.e2e.operator_harness import Jobs, grant_operator, kubectl, ocrjob
+from tests.support.operator_harness import Jobs, grant_operator, kubectl, ocrjob
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster]

@@ -22,8 +22,8 @@ from inference_pod.job import layout
 from inference_pod.local.samples import generate_corpus
 from ocrjob_cli.exit import ExitCode
 from ocrjob_cli.flags import ANNOTATION_RETRY_ITEMS, ANNOTATION_RETRY_OF_UID, LABEL_RETRY_OF
-from tests.e2e.conftest import OCRJOB, Env, job_flags, run_cli
-from tests.e2e.operator_harness import REPO, Jobs, upload_dir
+from tests.support.operator_env import OCRJOB, Env, job_flags, run_cli
+from tests.support.operator_harness import REPO, Jobs, upload_dir
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]

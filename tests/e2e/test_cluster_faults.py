@@ -16,7 +16,7 @@ import pytest
 from kubernetes.utils import parse_quantity
 
 from ocrjob_operator.api.names import pod_name
-from tests.e2e.conftest import MIDWAY_DOCUMENTS, Env
+from tests.support.operator_env import MIDWAY_DOCUMENTS, Env
 from tests.support.procs import wait_until
 from tests.support.witness import WitnessNode
 

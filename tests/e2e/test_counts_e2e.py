@@ -16,8 +16,8 @@ import pytest
 from inference_pod.job import layout
 from ocrjob_cli.exit import ExitCode
 from ocrjob_operator.api.client import KubeError
-from tests.e2e.conftest import OCRJOB, Env, job_flags
-from tests.e2e.operator_harness import Jobs
+from tests.support.operator_env import OCRJOB, Env, job_flags
+from tests.support.operator_harness import Jobs
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr, pytest.mark.slow]

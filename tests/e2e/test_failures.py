@@ -11,8 +11,8 @@ import pytest
 
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
-from tests.e2e.conftest import MIDWAY_DOCUMENTS, Env
-from tests.e2e.operator_harness import Jobs, ocrjob
+from tests.support.operator_env import MIDWAY_DOCUMENTS, Env
+from tests.support.operator_harness import Jobs, ocrjob
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]

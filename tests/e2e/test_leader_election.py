@@ -15,8 +15,8 @@ from ocrjob_operator.__main__ import EXIT_LEADERSHIP_LOST
 from ocrjob_operator.api.client import Client, NotFound
 from ocrjob_operator.api.names import OPERATOR_NAMESPACE
 from ocrjob_operator.leader import JITTER, LEASE_DURATION, RETRY_PERIOD
-from tests.e2e.conftest import Env, new_operator
 from tests.support.operator_deploy import OperatorPod, lease_name
+from tests.support.operator_env import Env, new_operator
 from tests.support.procs import tail, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]

@@ -19,15 +19,15 @@ from inference_pod.job.plan import manifest_key
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import LABEL_JOB
-from tests.e2e.conftest import MIDWAY_DOCUMENTS, Env
-from tests.e2e.operator_harness import (
+from tests.support.controlplane import venv_tool
+from tests.support.operator_env import MIDWAY_DOCUMENTS, Env
+from tests.support.operator_harness import (
     REPO,
     Jobs,
     grant_operator,
     kubectl,
     ocrjob,
 )
-from tests.support.controlplane import venv_tool
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]

@@ -11,8 +11,8 @@ import pytest
 
 from inference_pod.job import layout
 from inference_pod.local.samples import generate_corpus
-from tests.e2e.conftest import Env, new_operator
 from tests.support.operator_deploy import OperatorPod
+from tests.support.operator_env import Env, new_operator
 from tests.support.procs import tail, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]

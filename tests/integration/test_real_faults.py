@@ -27,9 +27,9 @@ from ocrjob_operator.api.names import LABEL_JOB
 from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.classify import Category, PodOutcome, classify_pod
 from ocrjob_operator.podspec import JobRef, build_pod
-from tests.e2e.operator_harness import ocrjob
 from tests.support.cluster import LocalCluster
 from tests.support.nodeconfig import DEFAULT_EVICTION_HARD
+from tests.support.operator_harness import ocrjob
 from tests.support.procs import wait_until
 from tests.support.runc import RESTRICTED_USER
 from tests.support.witness import WitnessNode
