@@ -7,7 +7,8 @@ under ``<output>/_ocrjob/<job-id>/``:
                             it records its plan id and the manifest key of each shard
     plans/<plan-id>/shards/NNNNN.json
                             shard manifests (the items of each shard) of one planning attempt; only those of the
-                            plan id in plan.json count (a losing attempt's are orphans, deleted best-effort)
+                            plan id in plan.json count (a losing attempt's are orphans, deleted best-effort).
+                            A pod of an Indexed Job gets the pattern (`{index}` for NNNNN) and fills in its index
     probes/<id>.json        short-lived objects of the planner's check that the store honours create-if-absent
     progress/NNNNN.json     heartbeat/progress records, rewritten every few seconds by a running shard
     summaries/NNNNN.json    the final summary of each shard
@@ -20,6 +21,7 @@ import re
 import secrets
 
 RESULT_SUFFIX = ".json"
+INDEX_PLACEHOLDER = "{index}"  # in a manifest pattern: the shard index, as the pod of an Indexed Job learns it
 JOB_DIR = "_ocrjob"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RANDOM_ID_HEX = 16  # 64 random bits: two planning attempts never collide
@@ -50,8 +52,19 @@ def plan_key(job_id: str) -> str:
 
 def plan_manifest_key(job_id: str, plan_id: str, index: int) -> str:
     """Where one planning attempt writes a shard's manifest. Readers take the key from the plan's entry for the
-    shard (`PlanShard.manifest`), never from here."""
-    return f"{job_dir(job_id)}/plans/{check_random_id(plan_id)}/shards/{index:05d}.json"
+    shard (`PlanShard.manifest`), or fill in the pattern the plan's manifests follow (`plan_manifest_pattern`)."""
+    return fill_index(plan_manifest_pattern(job_id, plan_id), index)
+
+
+def plan_manifest_pattern(job_id: str, plan_id: str) -> str:
+    """Every shard manifest key of one planning attempt, with `INDEX_PLACEHOLDER` for the shard index."""
+    return f"{job_dir(job_id)}/plans/{check_random_id(plan_id)}/shards/{INDEX_PLACEHOLDER}.json"
+
+
+def fill_index(pattern: str, index: int) -> str:
+    if index < 0:
+        raise ValueError(f"a shard index is >= 0, got {index}")
+    return pattern.replace(INDEX_PLACEHOLDER, f"{index:05d}")
 
 
 def random_id() -> str:
@@ -83,3 +96,4 @@ def job_summary_key(job_id: str) -> str:
 
 def job_index_key(job_id: str) -> str:
     return f"{job_dir(job_id)}/index.json"
+

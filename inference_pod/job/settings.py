@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inference_pod.job.layout import INDEX_PLACEHOLDER, fill_index
+
 ENV_PREFIX = "OCRJOB_"
 
 # Set by the operator on every shard pod besides the settings below (identity, for the records they write).
@@ -19,6 +21,8 @@ ATTEMPT_ENV = "OCRJOB_ATTEMPT"
 JOB_NAME_ENV = "OCRJOB_JOB_NAME"
 SHARD_ENV = "OCRJOB_SHARD"
 POD_NAME_ENV = "POD_NAME"
+# Set by the Job controller in each pod of an Indexed Job: the index, which fills in a manifest pattern.
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 # How the loader reaches S3 (S3Settings.from_env reads them); credentials come from the standard AWS chain.
 S3_ENDPOINT_ENV = "OCRJOB_S3_ENDPOINT"
 S3_REGION_ENV = "OCRJOB_S3_REGION"
@@ -92,7 +96,8 @@ def _num(value: float) -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("manifest", str, None,
-            "The shard manifest URI (s3://.../_ocrjob/<job>/plans/<plan-id>/shards/NNNNN.json or a path).",
+            "The shard manifest URI (s3://.../_ocrjob/<job>/plans/<plan-id>/shards/NNNNN.json or a path); "
+            f"{INDEX_PLACEHOLDER} in it stands for ${COMPLETION_INDEX_ENV} (a pod of an Indexed Job).",
             local=False),
     Setting("device", str, "gpu", "cpu, gpu (the one visible GPU) or gpu:N.", spec="device", local=False),
     Setting("termination_log", str, DEFAULT_TERMINATION_LOG, "Where the <= 4 KiB shard summary goes.",
@@ -163,3 +168,19 @@ def markdown_table() -> str:
         scope = "" if s.local else " (shard only)"
         rows.append(f"| `{s.flag}`{scope} | `{s.env}` | {default_} | {bound} | {field} | {s.help} |")
     return "\n".join(rows)
+
+
+class NoShardIndex(SettingError):
+    """A manifest pattern in a process that was given no shard index."""
+
+
+def manifest_for_pod(manifest: str, index: str | None) -> str:
+    """The manifest a shard pod reads: `manifest` as given, or a pattern filled in with the pod's completion
+    index (`index`: the text of $JOB_COMPLETION_INDEX)."""
+    if INDEX_PLACEHOLDER not in manifest:
+        return manifest
+    if index is None or not index.isdigit():
+        raise NoShardIndex(f"the manifest {manifest!r} has {INDEX_PLACEHOLDER} for a shard index, but "
+                           f"${COMPLETION_INDEX_ENV} is {index!r}: run it as a pod of an Indexed Job, or give one "
+                           "shard's manifest")
+    return fill_index(manifest, int(index))

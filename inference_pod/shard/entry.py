@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m inference_pod") -
         return exit_codes.USAGE
     configure_logging(verbose)
     try:
+        args["manifest"] = settings.manifest_for_pod(args["manifest"], os.environ.get(settings.COMPLETION_INDEX_ENV))
         config = config_from_settings(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -53,6 +53,16 @@ class Category(str, Enum):
 
 
 ACTIVE = frozenset({Category.PENDING, Category.RUNNING, Category.TERMINATING})
+# The loader's exit codes whose category is the code's alone (classify_pod says the same, with reasons): what an
+# Indexed Job's podFailurePolicy tells the Job controller (jobspec.py). Every other non-zero exit is RETRYABLE.
+EXIT_CATEGORIES: dict[int, Category] = {
+    exit_codes.USAGE: Category.INPUT_ERROR,
+    exit_codes.INPUT_ERROR: Category.INPUT_ERROR,
+    exit_codes.CREDENTIALS: Category.CONFIG_ERROR,
+    exit_codes.DEVICE_UNSUPPORTED: Category.CONFIG_ERROR,
+    exit_codes.INTERRUPTED: Category.DISRUPTED,
+    exit_codes.STORAGE_UNAVAILABLE: Category.INFRASTRUCTURE,
+}
 
 
 @dataclass(frozen=True)

@@ -66,18 +66,29 @@ def manifest_uri(output_uri: str, key: str) -> str:
     return f"{output_uri.rstrip('/')}/{key}"
 
 
-def _env(spec: JobSpec, job: JobRef, shard: int, attempt: int, manifest: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ShardIdentity:
+    """Where a shard pod's shard index and attempt come from: fixed values (a pod the operator names), or
+    fields of the pod (`fieldPath`s: a pod the Job controller makes for an index)."""
+
+    shard: int | str
+    attempt: int | str
+
+    def env(self) -> list[dict[str, Any]]:
+        return [{"name": name, "value": str(value)} if isinstance(value, int)
+                else {"name": name, "valueFrom": {"fieldRef": {"fieldPath": value}}}
+                for name, value in ((ATTEMPT_ENV, self.attempt), (SHARD_ENV, self.shard))]
+
+
+def _env(spec: JobSpec, job: JobRef, identity: ShardIdentity, manifest: str) -> list[dict[str, Any]]:
     """The loader's settings (names from the settings table), then the pod's identity and how to reach S3."""
     plain = settings.environment({"manifest": manifest, "grace_seconds": LOADER_GRACE_SECONDS,
                                   **spec.loader_settings()})
-    plain.update({
-        ATTEMPT_ENV: str(attempt), JOB_NAME_ENV: job.name, SHARD_ENV: str(shard),
-        S3_PATH_STYLE_ENV: "true" if spec.s3.path_style else "false",
-    })
+    plain.update({JOB_NAME_ENV: job.name, S3_PATH_STYLE_ENV: "true" if spec.s3.path_style else "false"})
     for name, value in ((S3_ENDPOINT_ENV, spec.s3.endpoint), (S3_REGION_ENV, spec.s3.region)):
         if value is not None:
             plain[name] = value
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
+    env: list[dict[str, Any]] = [*identity.env(), *({"name": k, "value": v} for k, v in plain.items())]
     env.append({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     secret = spec.s3.credentials
     if secret is not None:
@@ -114,11 +125,32 @@ def labels(job: JobRef, shard: int, attempt: int, queue_name: str | None) -> dic
 
 def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: str) -> dict[str, Any]:
     """The shard pod for `attempt` of `shard`; `manifest` is the URI of the shard manifest."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(job.name, shard, attempt),
+            "namespace": job.namespace,
+            "labels": labels(job, shard, attempt, spec.queue_name),
+            "annotations": {ANNOTATION_MANIFEST: manifest},
+            "ownerReferences": [owner_reference(job)],
+        },
+        "spec": pod_spec(job, spec, ShardIdentity(shard, attempt), manifest),
+    }
+
+
+def owner_reference(job: JobRef) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid, "controller": True,
+            "blockOwnerDeletion": True}
+
+
+def pod_spec(job: JobRef, spec: JobSpec, identity: ShardIdentity, manifest: str) -> dict[str, Any]:
+    """The shard pod's spec: the loader's container, locked down, with the job's scheduling constraints."""
     tolerations = [dict(t) for t in spec.tolerations]
     if spec.device == "gpu" and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
         # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule so only GPU pods land there.
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    pod_spec: dict[str, Any] = {
+    body: dict[str, Any] = {
         "restartPolicy": "Never",  # the operator retries, with a new attempt name and a classified reason
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "automountServiceAccountToken": False,  # the loader never calls the Kubernetes API
@@ -128,7 +160,7 @@ def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: st
             "name": CONTAINER_NAME,
             "image": spec.image,
             "command": ["python", "-m", "inference_pod"],
-            "env": _env(spec, job, shard, attempt, manifest),
+            "env": _env(spec, job, identity, manifest),
             "resources": _resources(spec),
             "terminationMessagePath": DEFAULT_TERMINATION_LOG,
             # The loader writes a JSON shard summary there; the log tail is the fallback for crashes.
@@ -139,35 +171,21 @@ def build_pod(job: JobRef, spec: JobSpec, shard: int, attempt: int, manifest: st
         }],
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {}}],
     }
-    container = pod_spec["containers"][0]
+    container = body["containers"][0]
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
     if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
+        body["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
+        body["nodeSelector"] = dict(spec.node_selector)
     if tolerations:
-        pod_spec["tolerations"] = tolerations
+        body["tolerations"] = tolerations
     if spec.affinity:
-        pod_spec["affinity"] = spec.affinity
+        body["affinity"] = spec.affinity
     if spec.priority_class_name:
-        pod_spec["priorityClassName"] = spec.priority_class_name
+        body["priorityClassName"] = spec.priority_class_name
     if spec.service_account_name:
-        pod_spec["serviceAccountName"] = spec.service_account_name
+        body["serviceAccountName"] = spec.service_account_name
     if spec.shard_deadline_seconds:
-        pod_spec["activeDeadlineSeconds"] = spec.shard_deadline_seconds
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(job.name, shard, attempt),
-            "namespace": job.namespace,
-            "labels": labels(job, shard, attempt, spec.queue_name),
-            "annotations": {ANNOTATION_MANIFEST: manifest},
-            "ownerReferences": [{
-                "apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid,
-                "controller": True, "blockOwnerDeletion": True,
-            }],
-        },
-        "spec": pod_spec,
-    }
+        body["activeDeadlineSeconds"] = spec.shard_deadline_seconds
+    return body
