@@ -44,6 +44,12 @@ class InvalidRequest(StorageError):
     Retrying does not help; the location or configuration must change."""
 
 
+class ObjectTooLarge(InvalidRequest):
+    """The object is larger than its reader may hold in memory (the bound is in the message). A reader refuses it
+    before reading it: an object anyone with write access to the bucket can replace must not be able to exhaust
+    the memory of the process that reads it (the operator reads records in tenants' buckets)."""
+
+
 class ConditionalWriteIgnored(InvalidRequest):
     """The store accepted a create-if-absent of an object that already existed: it ignores If-None-Match, so it
     cannot guarantee that a job's plan is committed exactly once. Another store (or version) is needed."""

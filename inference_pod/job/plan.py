@@ -168,6 +168,11 @@ class InputManifest:
     keys: tuple[str, ...]
 
 
+# The largest input manifest a planner reads (about 500,000 keys of 60 characters): its keys are held several
+# times over while they are resolved against the listing, so a larger list must be split into several jobs.
+MAX_INPUT_MANIFEST_BYTES = 32 << 20
+
+
 def parse_input_manifest(data: bytes) -> InputManifest:
     """Accept a JSON list of keys, {"keys": [...]}, or one key per line; refuse anything else clearly."""
     text = data.decode("utf-8", errors="strict").strip()

@@ -13,6 +13,14 @@ from typing import Any, ClassVar
 from inference_pod.job import layout
 from inference_pod.job.records import MANIFEST_SCHEMA, PLAN_SCHEMA, Fields, RecordError
 
+# What one planner may hold. With the operator's own ~150 MiB and the planner's transients (a sort run, two 4-byte
+# columns) it stays well inside the operator's 1 GiB memory limit (manifests/deployment.yaml): about 7 million keys
+# of 40 characters (plan_table.ItemTable).
+MAX_TABLE_BYTES = 512 << 20
+# A manifest's JSON costs at most about twice its rows in the table (key + ~60 bytes against key + ~33): so no
+# manifest a planner wrote is larger than this, and a larger object in its place is refused unread.
+MAX_MANIFEST_BYTES = 2 * MAX_TABLE_BYTES
+
 
 @dataclass(frozen=True)  # not slotted: pickled for spawned workers (see records)
 class Item:
@@ -40,6 +48,7 @@ class Manifest:
 
     NAME: ClassVar[str] = "shard manifest"
     SCHEMA: ClassVar[str | None] = MANIFEST_SCHEMA
+    MAX_BYTES: ClassVar[int] = MAX_MANIFEST_BYTES
 
     job_id: str
     shard_index: int

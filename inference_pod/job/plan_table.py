@@ -21,14 +21,10 @@ from dataclasses import dataclass, field
 
 from inference_pod.job import layout
 from inference_pod.job.errors import PlanError, PlanTooLarge
-from inference_pod.job.plan_records import Item
+from inference_pod.job.plan_records import MAX_TABLE_BYTES, Item
 from inference_pod.job.storage import ObjectInfo
 
 SUPPORTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pdf"})
-# What one planner may hold. With the operator's own ~150 MiB and the planner's transients (a sort run, two 4-byte
-# columns) it stays well inside the operator's 1 GiB memory limit (manifests/deployment.yaml): about 7 million keys
-# of 40 characters.
-MAX_TABLE_BYTES = 512 << 20
 _COLUMN_BYTES = 16  # a row's end offset and size, 8 bytes each
 ROW_OVERHEAD = _COLUMN_BYTES + 1  # and the ETag's length byte
 CHECK_EVERY = 1024  # rows between two checks of the limit

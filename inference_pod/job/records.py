@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from inference_pod.job.errors import ObjectNotFound
+from inference_pod.job.errors import ObjectNotFound, ObjectTooLarge
 
 RESULT_SCHEMA = "ocrjob.result/v1"
 PROGRESS_SCHEMA = "ocrjob.progress/v1"
@@ -38,6 +38,11 @@ class RecordError(ValueError):
     def __init__(self, record: str, field: str, problem: str) -> None:
         self.record, self.field, self.problem = record, field, problem
         super().__init__(f"{record} record: {f'field {field!r} ' if field else ''}{problem}")
+
+
+# The most bytes of one record a reader holds: far more than any record OcrJob writes (a plan of 100,000 shards is
+# about 15 MiB), far less than the operator's memory. A record may declare its own bound (`MAX_BYTES`).
+MAX_RECORD_BYTES = 64 << 20
 
 
 class Record(Protocol):
@@ -160,12 +165,16 @@ def decode(data: bytes, schema: str | None = None) -> dict[str, Any] | None:
     return doc if _is_record(doc, schema) else None
 
 
-def load_record(storage: Any, key: str, schema: str | None = None, name: str = "record") -> dict[str, Any]:
+def load_record(storage: Any, key: str, schema: str | None = None, name: str = "record",
+                max_bytes: int = MAX_RECORD_BYTES) -> dict[str, Any]:
     """The record at `key` of `storage` as its JSON object: ObjectNotFound when it is missing, RecordError when
-    it is not a JSON object (of `schema`, when given); other storage errors propagate (typed,
-    `inference_pod.job.errors`). Every read of a record goes through here; `name` names it in the error."""
+    it is not a JSON object (of `schema`, when given) or has more than `max_bytes` (it is not read then); other
+    storage errors propagate (typed, `inference_pod.job.errors`). Every read of a record goes through here;
+    `name` names it in the error."""
     try:
-        doc = json.loads(storage.get(key))
+        doc = json.loads(storage.get(key, max_bytes))
+    except ObjectTooLarge as exc:
+        raise RecordError(name, "", str(exc)) from exc
     except ValueError as exc:
         raise RecordError(name, "", f"{key} is not valid JSON ({exc})") from exc
     if not _is_record(doc, schema):
@@ -185,7 +194,8 @@ def read_record(storage: Any, key: str, schema: str | None = None) -> dict[str, 
 def load(storage: Any, key: str, record_type: type[R]) -> R:
     """The typed record at `key`: ObjectNotFound when it is missing, RecordError when it is not that record;
     other storage errors propagate."""
-    return record_type.from_dict(load_record(storage, key, record_type.SCHEMA, record_type.NAME))
+    return record_type.from_dict(load_record(storage, key, record_type.SCHEMA, record_type.NAME,
+                                             getattr(record_type, "MAX_BYTES", MAX_RECORD_BYTES)))
 
 
 def read(storage: Any, key: str, record_type: type[R]) -> R | None:

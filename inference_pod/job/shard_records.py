@@ -119,6 +119,7 @@ class Heartbeat:
 
     NAME: ClassVar[str] = "heartbeat"
     SCHEMA: ClassVar[str | None] = PROGRESS_SCHEMA
+    MAX_BYTES: ClassVar[int] = 1 << 20  # a few hundred bytes written every few seconds; read for every shard
 
     job_id: str
     shard_index: int

@@ -27,6 +27,7 @@ from inference_pod.job.errors import (
     InvalidRequest,
     ObjectExists,
     ObjectNotFound,
+    ObjectTooLarge,
     PermissionDenied,
     StorageError,
     StorageUnavailable,
@@ -34,6 +35,7 @@ from inference_pod.job.errors import (
 
 # Re-exported: callers may import the errors from here.
 __all__ = ["ConditionalWriteIgnored", "CredentialsRefused", "InvalidRequest", "ObjectExists", "ObjectNotFound",
+           "ObjectTooLarge",
            "PermissionDenied", "StorageError", "StorageUnavailable"]
 
 TMP_PREFIX = ".ocrjob-tmp-"  # in-progress local writes; never listed
@@ -72,7 +74,7 @@ class Storage(Protocol):
     uri: str
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None: ...
     def create(self, key: str, data: bytes, content_type: str = "application/json") -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -191,11 +193,18 @@ class LocalStorage:
                     continue
                 yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size:x}-{st.st_mtime_ns:x}")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ObjectTooLarge, before reading it, when it has more than `max_bytes`."""
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as handle:
+                if max_bytes is None:
+                    return handle.read()
+                check_size(os.fstat(handle.fileno()).st_size, max_bytes, str(self.root / key))
+                data = handle.read(max_bytes + 1)  # it may have grown since
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(f"{self.root / key} does not exist") from exc
+        check_size(len(data), max_bytes, str(self.root / key))
+        return data
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         _atomic_write(self._path(key), lambda handle: handle.write(data))
@@ -292,13 +301,27 @@ class S3Storage:
         except Exception as exc:
             raise _explain(exc, f"listing {self.uri}/{prefix}") from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ObjectTooLarge, before its body is read, when it has more than `max_bytes`."""
+        where = f"s3://{self.bucket}/{self._key(key)}"
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            body = response["Body"]
+            if max_bytes is None:
+                return body.read()  # type: ignore[no-any-return]
+            try:
+                check_size(int(response.get("ContentLength") or 0), max_bytes, where)
+                data: bytes = body.read(max_bytes + 1)  # a store that misreports the length is still bounded
+            finally:
+                body.close()
         except self._client.exceptions.NoSuchKey as exc:
-            raise ObjectNotFound(f"s3://{self.bucket}/{self._key(key)} does not exist") from exc
+            raise ObjectNotFound(f"{where} does not exist") from exc
+        except StorageError:
+            raise
         except Exception as exc:
-            raise _explain(exc, f"reading s3://{self.bucket}/{self._key(key)}") from exc
+            raise _explain(exc, f"reading {where}") from exc
+        check_size(len(data), max_bytes, where)
+        return data
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         try:
@@ -407,6 +430,12 @@ def _status(exc: Exception) -> int | None:
     if code in ("404", "NoSuchKey", "NotFound"):
         return 404
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def check_size(size: int, max_bytes: int, where: str) -> None:
+    if size > max_bytes:
+        raise ObjectTooLarge(f"{where} has {size} bytes or more, more than the {max_bytes} bytes read here: it is not "
+                             "an object OcrJob wrote (or was replaced); remove it or write a smaller one")
 
 
 def _explain(exc: Exception, doing: str) -> StorageError:

@@ -23,12 +23,12 @@ from typing import Any
 from inference_pod.job import exit_codes, layout, records
 from inference_pod.job.plan_records import Item, Manifest
 from inference_pod.job.result_record import Page, ResultContext, ResultRecord
-from inference_pod.job.storage import ObjectNotFound, StorageError, open_storage
+from inference_pod.job.storage import ObjectNotFound, ObjectTooLarge, StorageError, open_storage
 from inference_pod.models import ModelSpec
 from inference_pod.shard import results
 from inference_pod.shard.blank import is_blank
 from inference_pod.shard.config import LoaderConfig
-from inference_pod.shard.decode import CORRUPT, NOT_FOUND, ItemError, check_size, open_document
+from inference_pod.shard.decode import CORRUPT, NOT_FOUND, TOO_LARGE, ItemError, check_size, open_document
 from inference_pod.shard.device import DeviceError, DevicePlan, pin_device, verify_device
 from inference_pod.shard.messages import Exited, Fatal, ItemDone, Outcome, Ready, WorkerMessage
 
@@ -152,10 +152,12 @@ class Pipeline:
         state = ItemState(item, "", 0, {})
         try:
             check_size(item.size, self.config.limits)
-            try:
-                data = self.source.get(item.key)
+            try:  # bounded: the object may have been replaced by a larger one since it was planned
+                data = self.source.get(item.key, self.config.limits.max_item_bytes)
             except ObjectNotFound as exc:
                 raise ItemError(NOT_FOUND, f"the object disappeared after planning: {exc}") from exc
+            except ObjectTooLarge as exc:
+                raise ItemError(TOO_LARGE, f"the object grew after planning: {exc} (maxItemBytes)") from exc
             state.timing["download_s"] = time.perf_counter() - started
             decode_started = time.perf_counter()
             document = open_document(data, self.config.limits)

@@ -20,6 +20,7 @@ from typing import Any
 from inference_pod.job import layout
 from inference_pod.job.errors import StorageError
 from inference_pod.job.plan import (
+    MAX_INPUT_MANIFEST_BYTES,
     PlanError,
     PlanTooLarge,
     ShardingPolicy,
@@ -154,7 +155,8 @@ class Controller:
         try:
             storage = self.storage.for_job(meta["namespace"], spec)
             reading_manifest = True
-            manifest = parse_input_manifest(storage.read_object(spec.input_manifest)) if spec.input_manifest else None
+            manifest = (parse_input_manifest(storage.read_object(spec.input_manifest, MAX_INPUT_MANIFEST_BYTES))
+                        if spec.input_manifest else None)
             reading_manifest = False
             policy = ShardingPolicy(shard_count=spec.shard_count, target_shard_bytes=spec.target_shard_bytes)
             plan = make_plan(meta["uid"], spec.input_uri, spec.output_uri, storage.source, storage.dest, policy,

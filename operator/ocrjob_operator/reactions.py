@@ -13,6 +13,7 @@ from inference_pod.job.errors import (
     CredentialsRefused,
     InvalidRequest,
     ObjectNotFound,
+    ObjectTooLarge,
     PermissionDenied,
     StorageError,
 )
@@ -48,4 +49,6 @@ def to_planning_failure(exc: StorageError | CredentialsError, reading_manifest: 
     if isinstance(exc, ObjectNotFound) and reading_manifest:
         return Reaction(True, "InputManifestNotFound", "create the key list at spec.input.manifest (or remove the "
                                                        "field to OCR the whole prefix) and create a new OcrJob")
+    if isinstance(exc, ObjectTooLarge) and reading_manifest:  # before InvalidRequest, its base
+        return Reaction(True, "InputManifestTooLarge", "split the key list into several OcrJobs of fewer keys each")
     return to_storage_failure(exc)

@@ -64,9 +64,10 @@ class JobStorage:
             raise StorageError(f"{uri!r} is not an s3:// location")
         return S3Storage(loc.bucket, loc.path, self.settings, client=self._client)
 
-    def read_object(self, uri: str) -> bytes:
+    def read_object(self, uri: str, max_bytes: int) -> bytes:
+        """The object at `uri` (ObjectTooLarge, unread, when it has more than `max_bytes`)."""
         parent, name = parse_location(uri).split()
-        return S3Storage(parent.bucket, parent.path, self.settings, client=self._client).get(name)
+        return S3Storage(parent.bucket, parent.path, self.settings, client=self._client).get(name, max_bytes)
 
     def uri(self, key: str) -> str:
         return f"{self.dest.uri.rstrip('/')}/{key}"

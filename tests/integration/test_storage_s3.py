@@ -21,6 +21,7 @@ from inference_pod.job.storage import (
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
+    ObjectTooLarge,
     S3Settings,
     S3Storage,
     StorageError,
@@ -93,6 +94,15 @@ def test_of_racing_creates_exactly_one_wins(store: S3Storage) -> None:
 
 
 @pytest.mark.s3
+def test_a_bounded_read_refuses_a_larger_object_before_its_body(store: S3Storage) -> None:
+    store.put("big.bin", b"x" * (1 << 20), content_type="application/octet-stream")
+    with pytest.raises(ObjectTooLarge, match="in/big.bin has 1048576 bytes or more, more than the 1000 bytes"):
+        store.get("big.bin", max_bytes=1000)
+    assert store.get("big.bin", max_bytes=1 << 20) == b"x" * (1 << 20)
+    with pytest.raises(ObjectNotFound):
+        store.get("nothing.bin", max_bytes=10)
+
+
 def test_missing_key(store: S3Storage, tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFound, match="in/nothing.json") as info:
         store.get("nothing.json")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from inference_pod.job.errors import ObjectExists, ObjectNotFound
-from inference_pod.job.storage import ObjectInfo
+from inference_pod.job.storage import ObjectInfo, check_size
 
 
 class MemoryStorage:
@@ -31,11 +31,14 @@ class MemoryStorage:
         for key in keys:
             yield ObjectInfo(key, len(self.objects[key]), f"{len(self.objects[key]):x}")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         try:
-            return self.objects[key]
+            data = self.objects[key]
         except KeyError:
             raise ObjectNotFound(f"{self.uri}/{key} does not exist") from None
+        if max_bytes is not None:
+            check_size(len(data), max_bytes, f"{self.uri}/{key}")
+        return data
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         with self._lock:

@@ -114,8 +114,8 @@ class FakeJobStorage:
         self.dest = LocalStorage(root / "out")
         self.root = root
 
-    def read_object(self, uri: str) -> bytes:
-        return (self.root / "objects" / uri.rsplit("/", 1)[-1]).read_bytes()
+    def read_object(self, uri: str, max_bytes: int) -> bytes:
+        return LocalStorage(self.root / "objects").get(uri.rsplit("/", 1)[-1], max_bytes)
 
     def uri(self, key: str) -> str:
         return f"s3://bucket/out/{key}"

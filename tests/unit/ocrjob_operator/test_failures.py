@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from inference_pod.job import exit_codes
-from inference_pod.job.errors import InvalidRequest, ObjectNotFound, StorageUnavailable
+from inference_pod.job.errors import InvalidRequest, ObjectNotFound, ObjectTooLarge, StorageUnavailable
+from inference_pod.job.plan import MAX_INPUT_MANIFEST_BYTES
 from ocrjob_operator.api.fields import (
     INFRASTRUCTURE_BACKOFF_SECONDS,
     MAX_INFRASTRUCTURE_BACKOFF_SECONDS,
@@ -182,19 +185,25 @@ def test_a_missing_input_manifest_or_bucket_fails_planning_at_once() -> None:
     assert not to_planning_failure(StorageUnavailable("down"), reading_manifest=True).fail_job
 
 
-def test_controller_fails_fast_on_a_missing_manifest(world) -> None:  # noqa: F811
+@pytest.mark.parametrize(("error", "reason"), [
+    (ObjectNotFound("s3://bucket/lists/keys.txt does not exist"), "InputManifestNotFound"),
+    (ObjectTooLarge("s3://bucket/lists/keys.txt has 4294967296 bytes or more"), "InputManifestTooLarge"),
+])
+def test_controller_fails_fast_on_a_missing_or_huge_manifest(world, error: Exception, reason: str) -> None:  # noqa: F811
     kube, storage, events, _clock, controller = world(input={"uri": "s3://bucket/in",
-                                                             "manifest": "s3://bucket/lists/missing.txt"})
+                                                             "manifest": "s3://bucket/lists/keys.txt"})
+    bounds: list[int] = []
 
-    def missing(uri: str) -> bytes:  # what JobStorage.read_object raises for a key that does not exist
-        raise ObjectNotFound(f"{uri} does not exist")
+    def refused(uri: str, max_bytes: int) -> bytes:  # what JobStorage.read_object raises, unread
+        bounds.append(max_bytes)
+        raise error
 
-    storage.read_object = missing  # type: ignore[method-assign]
+    storage.read_object = refused  # type: ignore[method-assign]
     ctl: Controller = controller()
     ctl.reconcile("ns", "job")
     status = kube.job["status"]
-    assert status["phase"] == "Failed" and "InputManifestNotFound" in reasons(events)
-    assert status["planningAttempts"] == 0
+    assert status["phase"] == "Failed" and reason in reasons(events)
+    assert status["planningAttempts"] == 0 and bounds == [MAX_INPUT_MANIFEST_BYTES]
 
 
 def test_storage_condition_while_the_operator_cannot_read(world) -> None:  # noqa: F811

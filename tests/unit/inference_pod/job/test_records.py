@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from inference_pod.job import layout, records
-from inference_pod.job.errors import ObjectNotFound, PermissionDenied, StorageUnavailable
+from inference_pod.job.errors import ObjectNotFound, ObjectTooLarge, PermissionDenied, StorageUnavailable
 from inference_pod.job.plan import ShardingPolicy, load_plan, make_plan, manifest_key, read_plan
 from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
 from inference_pod.job.records import RecordError, encode
@@ -150,7 +150,7 @@ class Failing:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
         raise self.exc
 
 
@@ -175,6 +175,34 @@ def test_read_record_treats_missing_non_json_and_foreign_objects_as_absent(tmp_p
         records.load(store, "other.json", Plan)
     with pytest.raises(RecordError, match="'job_id' must be a string, got int"):
         records.load(store, "bad-fields.json", Plan)
+
+
+class Sized:
+    """A storage that records the bound of each read and serves one object."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.bounds = data, list[int | None]()
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        self.bounds.append(max_bytes)
+        if max_bytes is not None and len(self.data) > max_bytes:
+            raise ObjectTooLarge(f"object has {len(self.data)} bytes or more, more than the {max_bytes} bytes")
+        return self.data
+
+
+def test_an_oversized_record_is_refused_unread_and_reads_as_absent() -> None:
+    huge = encode({**HEARTBEAT.to_dict(), "padding": "x" * Heartbeat.MAX_BYTES})
+    store = Sized(huge)
+    assert records.read(store, "progress/00000.json", Heartbeat) is None
+    with pytest.raises(RecordError, match="more than the 1048576 bytes"):
+        records.load(store, "progress/00000.json", Heartbeat)
+    # Each record is read under its own bound; records without one under MAX_RECORD_BYTES.
+    store = Sized(encode(PLAN.to_dict()))
+    records.read(store, "plan.json", Plan)
+    records.read(store, "m.json", Manifest)
+    records.read_record(store, "x.json")
+    assert store.bounds == [records.MAX_RECORD_BYTES, Manifest.MAX_BYTES, records.MAX_RECORD_BYTES]
+    assert Heartbeat.MAX_BYTES < records.MAX_RECORD_BYTES < Manifest.MAX_BYTES
 
 
 @pytest.mark.parametrize("exc", [StorageUnavailable("down"), PermissionDenied("no")])

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from inference_pod.job import storage as storage_mod
-from inference_pod.job.storage import TMP_PREFIX, LocalStorage, ObjectExists, ObjectInfo, ObjectNotFound, StorageError
+from inference_pod.job.storage import (
+    TMP_PREFIX,
+    LocalStorage,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+)
 
 
 @pytest.fixture
@@ -255,3 +263,14 @@ def test_of_racing_creates_exactly_one_wins(store: LocalStorage) -> None:
         thread.join()
     assert len(won) == 1 and len(lost) == 7
     assert store.get("plan.json") == f"writer-{won[0]}".encode() and _tmp_files(store.root) == []
+
+
+def test_a_bounded_read_refuses_a_larger_object_unread(store: LocalStorage) -> None:
+    store.put("big.json", b"x" * 1001)
+    store.put("fits.json", b"x" * 1000)
+    assert store.get("fits.json", max_bytes=1000) == b"x" * 1000
+    with pytest.raises(ObjectTooLarge, match="1001 bytes or more, more than the 1000 bytes"):
+        store.get("big.json", max_bytes=1000)
+    assert len(store.get("big.json")) == 1001  # no bound: read whole
+    with pytest.raises(ObjectNotFound):
+        store.get("missing.json", max_bytes=10)
