@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from inference_pod.job import exit_codes, settings
 from inference_pod.shard.device import NoCudaBuild, check_cuda_builds
-from ocrjob_operator.api.names import pod_name
 from ocrjob_operator.classify import CONFIG_ERROR_GRACE_SECONDS, Category, classify_pod, parse_time
-
-T0 = "2026-01-01T00:00:00Z"
-NOW = parse_time(T0) + 100  # type: ignore[operator]
-
-
-def pod(phase: str = "Running", *, state: dict[str, Any] | None = None, reason: str | None = None,
-        conditions: list[dict[str, Any]] | None = None, annotations: dict[str, str] | None = None,
-        deleting: bool = False, start: str = T0) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": pod_name("job", 2, 1),
-                            "labels": {"ocrjob.dev/shard": "2", "ocrjob.dev/attempt": "1"},
-                            "creationTimestamp": T0, "annotations": annotations or {}}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
-    status: dict[str, Any] = {"phase": phase, "startTime": start, "conditions": conditions or []}
-    if reason:
-        status["reason"] = reason
-        status["message"] = f"{reason} happened"
-    if state is not None:
-        status["containerStatuses"] = [{"name": "ocr", "state": state}]
-    return {"metadata": meta, "spec": {"nodeName": "node-1"}, "status": status}
-
-
-def terminated(code: int, reason: str = "Error", message: str | None = None) -> dict[str, Any]:
-    return {"terminated": {"exitCode": code, "reason": reason, "startedAt": T0, "finishedAt": "2026-01-01T00:00:50Z",
-                           **({"message": message} if message is not None else {})}}
+from tests.unit.ocrjob_operator.fakes import POD_NOW as NOW
+from tests.unit.ocrjob_operator.fakes import POD_T0 as T0
+from tests.unit.ocrjob_operator.fakes import pod, terminated
 
 
 def test_running_and_succeeded() -> None:

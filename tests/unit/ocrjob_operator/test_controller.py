@@ -3,7 +3,6 @@ parallelism, retries, fail-fast, suspend, stall kills, finishing, and restarts t
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -12,176 +11,11 @@ import pytest
 
 from inference_pod.job import layout, plan_table
 from inference_pod.job.plan import load_plan, manifest_key
-from inference_pod.job.plan_records import Item
-from inference_pod.job.records import encode
-from inference_pod.job.result_record import ResultContext
-from inference_pod.job.storage import LocalStorage, ObjectNotFound
-from inference_pod.shard.results import ok_record
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
 from ocrjob_operator.api.fields import default
-from ocrjob_operator.api.names import ANNOTATION_KILL_REASON, ANNOTATION_MANIFEST, LABEL_JOB_UID, pod_name
+from ocrjob_operator.api.names import ANNOTATION_MANIFEST, pod_name
 from ocrjob_operator.controller import Controller, JobMemo
-
-UID = "11111111-2222-3333-4444-555555555555"
-T0 = 1_800_000_000.0
-
-
-def iso(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class FakeKube:
-    def __init__(self, job: dict[str, Any]) -> None:
-        self.job: dict[str, Any] | None = job
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.created: list[str] = []
-        self.deleted: list[str] = []
-        self.killed: list[tuple[str, int]] = []
-        self.status_writes = 0
-        self.secrets: dict[str, dict[str, str]] = {}
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.job)
-
-    def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        assert self.job is not None
-        status = self.job.setdefault("status", {})
-        for key, value in patch.items():
-            if value is None:
-                status.pop(key, None)
-            else:
-                status[key] = value
-        self.status_writes += 1
-
-    def delete_job(self, namespace: str, name: str, uid: str) -> None:
-        self.job = None
-
-    def list_job_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(p) for p in self.pods.values() if p["metadata"]["labels"][LABEL_JOB_UID] == uid]
-
-    def create_pod(self, pod: dict[str, Any]) -> bool:
-        name = pod["metadata"]["name"]
-        if name in self.pods:
-            return False
-        pod = copy.deepcopy(pod)
-        pod["metadata"]["creationTimestamp"] = iso(T0)
-        pod["status"] = {"phase": "Pending"}
-        self.pods[name] = pod
-        self.created.append(name)
-        return True
-
-    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
-        self.deleted.append(name)
-        return self.pods.pop(name, None) is not None
-
-    def kill_pod(self, namespace: str, name: str, reason: str, message: str, deadline_seconds: int) -> None:
-        self.killed.append((name, deadline_seconds))
-        self.pods[name]["metadata"].setdefault("annotations", {})[ANNOTATION_KILL_REASON] = reason
-
-    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        return self.secrets.get(name)
-
-    # -- simulating the kubelet --------------------------------------------------------------------------
-    def run(self, name: str) -> None:
-        self.pods[name]["status"] = {"phase": "Running", "containerStatuses": [
-            {"name": "ocr", "state": {"running": {"startedAt": iso(T0)}}}]}
-
-    def finish(self, name: str, code: int, items: dict[str, int] | None = None, reason: str = "Error",
-               pod_reason: str | None = None, at: float = T0) -> None:
-        message = json.dumps({"status": "succeeded" if code == 0 else "failed", "exit_code": code, "items": items,
-                              "message": f"exit {code}"})
-        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [{"name": "ocr", "state": {
-            "terminated": {"exitCode": code, "reason": "Completed" if code == 0 else reason, "message": message,
-                           "startedAt": iso(T0), "finishedAt": iso(at)}}}]}
-        if pod_reason:
-            status["reason"] = pod_reason
-        self.pods[name]["status"] = status
-
-
-class FakeJobStorage:
-    def __init__(self, root: Path) -> None:
-        self.source = LocalStorage(root / "in")
-        self.dest = LocalStorage(root / "out")
-        self.root = root
-
-    def read_object(self, uri: str, max_bytes: int) -> bytes:
-        return LocalStorage(self.root / "objects").get(uri.rsplit("/", 1)[-1], max_bytes)
-
-    def uri(self, key: str) -> str:
-        return f"s3://bucket/out/{key}"
-
-    def _json(self, key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.dest.get(key))
-        except ObjectNotFound:
-            return None
-
-    def heartbeat(self, job_id: str, shard: int) -> dict[str, Any] | None:
-        return self._json(layout.progress_key(job_id, shard))
-
-    def shard_summary(self, job_id: str, shard: int) -> dict[str, Any] | None:
-        return self._json(layout.shard_summary_key(job_id, shard))
-
-
-class FakeStorageFactory:
-    def __init__(self, storage: FakeJobStorage) -> None:
-        self.storage = storage
-
-    def for_job(self, namespace: str, spec: Any) -> FakeJobStorage:
-        return self.storage
-
-
-@pytest.fixture
-def world(tmp_path: Path):
-    storage = FakeJobStorage(tmp_path)
-    for i in range(8):
-        storage.source.put(f"doc-{i}.png", b"x" * (100 + i))
-    storage.source.put("notes.txt", b"not a document")
-
-    def make(**spec_extra: Any):
-        spec = {"input": {"uri": "s3://bucket/in"}, "output": {"uri": "s3://bucket/out"}, "image": "img",
-                "sharding": {"shardCount": 4}, "parallelism": 2, "device": "cpu",
-                "retries": {"perShard": 1, "backoffSeconds": 10}, **spec_extra}
-        job = {"apiVersion": "ocrjob.dev/v1alpha1", "kind": "OcrJob",
-               "metadata": {"name": "job", "namespace": "ns", "uid": UID, "generation": 1}, "spec": spec}
-        kube = FakeKube(job)
-        events: list[tuple[str, str, str]] = []
-        clock = Clock()
-
-        def controller() -> Controller:  # a fresh one = an operator restart (no memory)
-            return Controller(kube, FakeStorageFactory(storage), lambda _j, t, r, m: events.append((t, r, m)),
-                              clock=clock, monotonic=clock)
-
-        return kube, storage, events, clock, controller
-
-    return make
-
-
-def reasons(events: list[tuple[str, str, str]]) -> list[str]:
-    return [r for _, r, _ in events]
-
-
-def write_summary(storage: FakeJobStorage, shard: int, items: int) -> None:
-    """What a shard that succeeded leaves in storage: a result per document of its manifest, then its summary."""
-    plan = json.loads(storage.dest.get(layout.plan_key(UID)))
-    manifest = json.loads(storage.dest.get(next(s["manifest"] for s in plan["shards"] if s["index"] == shard)))
-    context = ResultContext(UID, shard)
-    for doc in manifest["items"][:items]:
-        record = ok_record(Item(doc["key"], doc["size"]), "s3://bucket/in", [], context, {}, "png")
-        storage.dest.put(layout.result_key(doc["key"]), encode(record.to_dict()))
-    storage.dest.put(layout.shard_summary_key(UID, shard), json.dumps({
-        "status": "succeeded", "items": {"ok": items, "failed": 0, "skipped": 0, "total": items, "pages": items},
-        "devices": [{"kind": "cpu"}], "seconds": 1.0}).encode())
+from tests.unit.ocrjob_operator.fakes import UID, reasons, write_summary
 
 
 def test_happy_path_plan_dispatch_finish(world) -> None:

@@ -27,9 +27,8 @@ from ocrjob_operator.controller import Controller
 from ocrjob_operator.decide import ShardPhase, decide, infrastructure_backoff_seconds, shard_state
 from ocrjob_operator.observe import VANISHED, PodHistory
 from ocrjob_operator.reactions import to_planning_failure
-from tests.unit.ocrjob_operator.test_classify import pod as raw_pod
-from tests.unit.ocrjob_operator.test_classify import terminated
-from tests.unit.ocrjob_operator.test_controller import T0, iso, reasons, world  # noqa: F401  (fixture)
+from tests.unit.ocrjob_operator.fakes import T0, iso, reasons, terminated
+from tests.unit.ocrjob_operator.fakes import pod as raw_pod
 
 NOW = 1_000_000.0
 
@@ -156,7 +155,7 @@ def test_vanished_pods_survive_an_operator_restart_through_status() -> None:
     assert [p.name for p in fresh.outcomes(set())] == [pod_name("job", 0, 3)]
 
 
-def test_controller_counts_explains_and_does_not_reuse_a_vanished_pods_name(world) -> None:  # noqa: F811
+def test_controller_counts_explains_and_does_not_reuse_a_vanished_pods_name(world) -> None:
     kube, _storage, events, clock, controller = world(sharding={"shardCount": 1})
     ctl = controller()
     ctl.reconcile("ns", "job")
@@ -189,7 +188,7 @@ def test_a_missing_input_manifest_or_bucket_fails_planning_at_once() -> None:
     (ObjectNotFound("s3://bucket/lists/keys.txt does not exist"), "InputManifestNotFound"),
     (ObjectTooLarge("s3://bucket/lists/keys.txt has 4294967296 bytes or more"), "InputManifestTooLarge"),
 ])
-def test_controller_fails_fast_on_a_missing_or_huge_manifest(world, error: Exception, reason: str) -> None:  # noqa: F811
+def test_controller_fails_fast_on_a_missing_or_huge_manifest(world, error: Exception, reason: str) -> None:
     kube, storage, events, _clock, controller = world(input={"uri": "s3://bucket/in",
                                                              "manifest": "s3://bucket/lists/keys.txt"})
     bounds: list[int] = []
@@ -206,7 +205,7 @@ def test_controller_fails_fast_on_a_missing_or_huge_manifest(world, error: Excep
     assert status["planningAttempts"] == 0 and bounds == [MAX_INPUT_MANIFEST_BYTES]
 
 
-def test_storage_condition_while_the_operator_cannot_read(world) -> None:  # noqa: F811
+def test_storage_condition_while_the_operator_cannot_read(world) -> None:
     kube, storage, _events, clock, controller = world(sharding={"shardCount": 1})
     ctl = controller()
     ctl.reconcile("ns", "job")
