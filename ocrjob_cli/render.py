@@ -107,7 +107,8 @@ def status_view(job: dict[str, Any], events: list[dict[str, Any]], now: dt.datet
                       f"{items.get('failed', 0)} failed, {items.get('skipped', 0)} skipped"),
             ("Shards", f"{shards.get('succeeded', 0)}/{shards.get('total', 0)} succeeded, {shards.get('active', 0)} "
                        f"running, {shards.get('pending', 0)} pending, {shards.get('failed', 0)} failed"),
-            ("Retries", f"{retries.get('counted', 0)} counted, {retries.get('disruptions', 0)} after disruptions"),
+            ("Retries", f"{retries.get('counted', 0)} counted, {retries.get('disruptions', 0)} after disruptions, "
+                        f"{retries.get('storage', 0)} after storage outages"),
         ]
     if spec.get("suspend"):
         rows.append(("Suspended", "yes (ocrjob resume to continue)"))

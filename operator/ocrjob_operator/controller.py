@@ -34,7 +34,7 @@ from ocrjob_operator import finish, metrics
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
 from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
-from ocrjob_operator.classify import parse_time
+from ocrjob_operator.classify import Category, parse_time
 from ocrjob_operator.decide import Decision, ShardState, StallTracker, decide, infrastructure_backoff_seconds
 from ocrjob_operator.observe import Expectations, Observation, PodHistory, observe
 from ocrjob_operator.podspec import JobRef, build_pod, manifest_uri
@@ -242,18 +242,35 @@ class Controller:
                        memo.stalls, memo.succeeded_in_storage, now, mono, memo.history)
         for gone in seen.vanished:
             self.emit(job, "Warning", "PodVanished", f"shard {gone.shard}: {gone.message}")
-        # Decide (pure), then act on the decision.
+        # Decide (pure), then act on the decision. New shard pods start only while storage answers: through an
+        # outage each would fail at once.
         decision = decide(seen.states, spec, now, seen.stalled)
+        if decision.create and not seen.storage_errors:
+            seen.storage_errors.extend(self._probe(storage, uid))
+        if decision.create and seen.storage_errors:
+            decision.create = []
+            seen.held = True
         try:
             note = self._act(job, spec, seen.states, decision, now)
         except JobFatal as exc:
             return self._fail_planned(job, spec, storage, exc.reason, str(exc))
+        if seen.held:
+            note = "; ".join(filter(None, (note, "no new shard pods start until storage answers (condition "
+                                                 "StorageAvailable)")))
         if decision.outcome is not None:
             return self._finish(job, spec, storage, seen, decision)
         delay = POLL_SECONDS
         if decision.next_retry_at is not None:
             delay = min(delay, max(0.5, decision.next_retry_at - now))
         return Step(self._status(job, spec, seen, status["planLocation"], decision, note), delay)
+
+    def _probe(self, storage: JobStorage, uid: str) -> list[str]:
+        """Whether storage answers now (a HEAD of the plan); the problem when it does not."""
+        try:
+            storage.dest.exists(layout.plan_key(uid))
+        except StorageError as exc:
+            return [str(exc)]
+        return []
 
     def _act(self, job: dict[str, Any], spec: JobSpec, states: list[ShardState], decision: Decision,
              now: float) -> str:
@@ -311,7 +328,8 @@ class Controller:
                 metrics.PODS_CREATED.labels("retry").inc()
                 metrics.SHARD_FAILURES.labels(latest.category.value, latest.reason).inc()
                 budget = (f"retry {state.counted_failures}/{spec.retries}" if latest.counted
-                          else "disruption, retry budget not spent")
+                          else "storage was unavailable, retry budget not spent"
+                          if latest.category is Category.INFRASTRUCTURE else "disruption, retry budget not spent")
                 self.emit(job, "Warning" if latest.counted else "Normal", "ShardRetried",
                           f"retrying shard {shard} as pod {body['metadata']['name']} ({budget}): previous pod "
                           f"{latest.name} {latest.reason}: {latest.message}")
@@ -328,7 +346,8 @@ class Controller:
                             planning_attempts=int(status.get("planningAttempts") or 0), extra_message=note,
                             pending_reasons=seen.pending_reasons, summary_location=summary_location,
                             health=seen.health, vanished_pods=self._vanished_record(job),
-                            stored_items=stored_items)
+                            stored_items=stored_items,
+                            unschedulable_timeout_seconds=spec.unschedulable_timeout_seconds)
         desired = compute_status(observed, status)
         self._events_for_transitions(job, status, desired)
         return desired
@@ -343,7 +362,8 @@ class Controller:
             if shard["index"] not in before:
                 self.emit(job, "Warning", "ShardFailed",
                           f"shard {shard['index']} failed for good: {shard['reason']}: {shard['message']}")
-        if old.get("phase") != new.get("phase") and new.get("phase") in (Phase.SUSPENDED, Phase.RUNNING):
+        if old.get("phase") != new.get("phase") and new.get("phase") in (Phase.SUSPENDED, Phase.RUNNING,
+                                                                           Phase.PENDING):
             if new["phase"] == Phase.SUSPENDED:
                 self.emit(job, "Normal", "Suspended", "spec.suspend is true: no new shard pods; running ones stop")
             elif old.get("phase") == Phase.SUSPENDED:

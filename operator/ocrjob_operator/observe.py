@@ -143,6 +143,7 @@ class Observation:
     now: float
     vanished: list[PodOutcome] = field(default_factory=list)  # pods found gone this step
     storage_errors: list[str] = field(default_factory=list)  # this step's own reads that storage did not answer
+    held: bool = False  # shards were due to start, but storage did not answer: none started
 
     @property
     def items(self) -> dict[int, ItemCounts]:
@@ -166,7 +167,7 @@ class Observation:
     @property
     def pending_reasons(self) -> list[str]:
         return sorted({f"pod {p.name}: {p.reason}: {p.message}" for s in self.states for p in s.attempts
-                       if p.category is Category.PENDING and p.message})
+                       if p.category is Category.PENDING and p.message and p.unschedulable_since is None})
 
 
 def observe(plan: dict[str, Any], raw_pods: list[dict[str, Any]], spec: JobSpec, storage: Any, job_id: str,

@@ -14,7 +14,7 @@ from typing import Any
 
 from inference_pod.job.records import utc_iso
 from ocrjob_operator.api.phases import ConditionType, Phase
-from ocrjob_operator.classify import Category
+from ocrjob_operator.classify import Category, PodOutcome
 from ocrjob_operator.decide import Decision, Outcome, ShardPhase, ShardState
 
 FAILED_SHARDS_KEPT = 50
@@ -93,6 +93,7 @@ class Observed:
     health: Health | None = None
     vanished_pods: dict[str, Any] | None = None  # status.vanishedPods (observe.PodHistory.record)
     stored_items: ItemCounts | None = None  # a finished job's counts, from its job summary (from storage)
+    unschedulable_timeout_seconds: int = 0  # spec.scheduling.unschedulableTimeoutSeconds (0: no bound)
 
 
 @dataclass(frozen=True)
@@ -145,13 +146,33 @@ def conditions(phase: Phase | str, reason: str, message: str, planned: bool, gen
     return [_condition(t, *truth[t], generation, old, now) for t in ConditionType]
 
 
+def waiting_for_capacity(state: ShardState) -> PodOutcome | None:
+    """The shard's pod when no node fits it (the scheduler said Unschedulable): it has not run."""
+    pod = state.active_pod
+    return pod if pod is not None and pod.category is Category.PENDING and pod.unschedulable_since is not None \
+        else None
+
+
 def _shard_counts(states: list[ShardState]) -> dict[str, int]:
+    """Shards by phase; one whose pod no node fits is pending (waiting for capacity), not active."""
     counts = {"total": len(states), "pending": 0, "active": 0, "succeeded": 0, "failed": 0}
     for s in states:
         key = {ShardPhase.PENDING: "pending", ShardPhase.WAITING: "pending", ShardPhase.ACTIVE: "active",
                ShardPhase.SUCCEEDED: "succeeded", ShardPhase.FAILED: "failed"}[s.phase]
-        counts[key] += 1
+        counts["pending" if waiting_for_capacity(s) else key] += 1
     return counts
+
+
+def _capacity_note(pods: list[PodOutcome], timeout: int) -> str:
+    """What waiting for capacity means for the job: which pod, why, and when the job gives up."""
+    first = min(pods, key=lambda p: p.unschedulable_since or 0.0)
+    why = f"no node fits pod {first.name} ({first.message or first.reason})"
+    if timeout <= 0:
+        return f"{len(pods)} waiting for capacity: {why}; it waits as long as that takes " \
+               "(spec.scheduling.unschedulableTimeoutSeconds=0)"
+    gives_up = utc_iso((first.unschedulable_since or 0.0) + timeout)
+    return (f"{len(pods)} waiting for capacity: {why}; unless a node fits it, the job fails with Unschedulable at "
+            f"{gives_up} (spec.scheduling.unschedulableTimeoutSeconds={timeout})")
 
 
 def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -183,9 +204,14 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         stopping = f", {shards['active']} pod(s) stopping" if shards["active"] else ""
         message = f"suspended by spec.suspend{stopping}; set it to false to continue"
     else:
+        waiting = [pod for s in obs.states if (pod := waiting_for_capacity(s)) is not None]
         phase, reason = Phase.RUNNING, "ShardsRunning"
+        if waiting and not (shards["active"] or shards["succeeded"] or shards["failed"]):
+            phase, reason = Phase.PENDING, "WaitingForCapacity"  # nothing has run: the job is not running yet
         message = (f"{shards['active']} running, {shards['succeeded']} succeeded, {shards['pending']} pending, "
                    f"{shards['failed']} failed of {shards['total']} shards; {done.done}/{total_items} items")
+        if waiting:
+            message += "; " + _capacity_note(waiting, obs.unschedulable_timeout_seconds)
         if obs.pending_reasons:
             message += "; " + "; ".join(obs.pending_reasons[:2])
     if obs.extra_message:
@@ -207,7 +233,8 @@ def compute_status(obs: Observed, previous: dict[str, Any] | None) -> dict[str, 
         "items": {"total": total_items, "done": done.done, "ok": done.ok, "failed": done.failed,
                   "skipped": done.skipped},
         "retries": {"counted": sum(1 for p in attempts if p.counted),
-                    "disruptions": sum(1 for p in attempts if p.category is Category.DISRUPTED)},
+                    "disruptions": sum(1 for p in attempts if p.category is Category.DISRUPTED),
+                    "storage": sum(1 for p in attempts if p.category is Category.INFRASTRUCTURE)},
         "failedShards": [{"index": s.index, "reason": s.reason, "message": s.message}
                          for s in failed_shards[:FAILED_SHARDS_KEPT]],
     }

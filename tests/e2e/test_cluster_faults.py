@@ -49,7 +49,7 @@ def test_an_image_the_node_lacks_and_a_cuda_less_gpu_image_fail_the_job_at_once(
     assert "CUDA" in nocuda["message"] and "spec.device to cpu" in nocuda["message"], nocuda
     for name in ("noimage", "nocuda"):  # one pod each: no retry can help
         assert [p for p in env.pods.created if p.startswith(f"{name}-")] == [pod_name(name, 0, 0)], env.pods.created
-        assert env.jobs.status(name)["retries"] == {"counted": 0, "disruptions": 0}
+        assert env.jobs.status(name)["retries"] == {"counted": 0, "disruptions": 0, "storage": 0}
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_a_shard_preempted_by_a_higher_priority_pod_is_retried_for_free(
     env.gate.release()
     status = finished(env, "preempted", 300)
     assert status["phase"] == "Succeeded", status
-    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert status["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
     assert [p for p in env.pods.created if p.startswith("preempted-")] == [first, pod_name("preempted", 0, 1)]
     (message,) = retried(env, "preempted")
     assert "PreemptionByScheduler" in message and "budget not spent" in message, message
@@ -104,7 +104,7 @@ def test_a_lost_node_costs_its_shard_no_retry(env: Env) -> None:
     env.gate.release()
     status = finished(env, "nodelost", 300)
     assert status["phase"] == "Succeeded", status
-    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert status["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
     assert env.pods.created == [first, pod_name("nodelost", 0, 1)]
     (message,) = retried(env, "nodelost")
     assert "budget not spent" in message and "DeletionByTaintManager" in message, message

@@ -4,14 +4,16 @@ force-deleted or SIGKILLed shard pod is counted and explained."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
 
+from inference_pod.job.plan import MAX_INPUT_MANIFEST_BYTES
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
-from tests.support.operator_env import MIDWAY_DOCUMENTS, Env
+from tests.support.operator_env import MIDWAY_DOCUMENTS, Env, new_operator
 from tests.support.operator_harness import Jobs, ocrjob
 from tests.support.procs import wait_until
 
@@ -56,6 +58,28 @@ def test_an_s3_outage_mid_job_costs_no_retries(env: Env, s3_server: Any) -> None
     assert status["items"]["done"] == MIDWAY_DOCUMENTS
 
 
+# More than the operator's memory limit in the test below: read whole, this key list would OOM-kill the operator.
+HUGE_LIST_BYTES = 400 << 20
+SMALL_OPERATOR_MEMORY = "320Mi"
+
+
+def test_a_key_list_larger_than_the_operators_memory_fails_the_job_not_the_operator(env: Env) -> None:
+    env.operator.stop()  # an operator with less memory than the key list, as an admin may run it
+    env.operator = new_operator(env.cluster, env.namespace, env.tmp, memory_limit=SMALL_OPERATOR_MEMORY).start()
+    huge = env.tmp / "huge-list.txt"
+    line = b"in/document-with-a-long-name.png\n"
+    with huge.open("wb") as out:
+        for _ in range(HUGE_LIST_BYTES // (len(line) << 12) + 1):
+            out.write(line * 4096)
+    env.s3.upload_file(str(huge), env.bucket, "lists/huge.txt")
+    env.jobs.create(env.job("hugelist", input={"uri": f"s3://{env.bucket}/in",
+                                               "manifest": f"s3://{env.bucket}/lists/huge.txt"}))
+    status = failed_within(env, "hugelist", FAIL_FAST_SECONDS)
+    assert "InputManifestTooLarge" in json.dumps(status["conditions"]), status
+    assert f"more than the {MAX_INPUT_MANIFEST_BYTES} bytes" in status["message"] and "split" in status["message"]
+    assert env.operator.running() and env.operator.starts == 1  # its first instance: never OOM-killed
+
+
 @pytest.mark.parametrize(("name", "change", "reason"), [
     ("nobucket", {"input": {"uri": "s3://no-such-bucket-ocrjob/in"}}, "InvalidLocation"),
     ("nomanifest", {"input": {"uri": "s3://BUCKET/in", "manifest": "s3://BUCKET/lists/missing.txt"}},
@@ -79,6 +103,10 @@ def test_an_unschedulable_job_fails_with_the_schedulers_reason(env: Env) -> None
     unschedulable = env.jobs.wait_status("nonode", lambda s: condition(s, "Unschedulable").get("status") == "True",
                                          60, "condition Unschedulable")
     assert "node" in condition(unschedulable, "Unschedulable")["message"]
+    # Waiting for capacity is not running: the job says which pod, why, and when it gives up.
+    assert unschedulable["phase"] == "Pending" and unschedulable["shards"]["active"] == 0, unschedulable
+    assert "1 waiting for capacity: no node fits pod nonode-s0-a0" in unschedulable["message"], unschedulable
+    assert "the job fails with Unschedulable at" in unschedulable["message"]
     status = failed_within(env, "nonode", 90)
     failed = condition(status, "Failed")
     assert failed["reason"] == "Unschedulable" and "didn't match" in failed["message"], failed
@@ -97,7 +125,7 @@ def test_a_force_deleted_pod_is_counted_explained_and_its_name_not_reused(env: E
     status = env.jobs.wait_status("vanish", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
     assert status["vanishedPods"]["count"] == 1 and status["vanishedPods"]["pods"][0]["name"] == first
-    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert status["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
     assert env.pods.created == [first, pod_name("vanish", 0, 1)]
     vanished = [m for r, m in env.jobs.events("vanish") if r == "PodVanished"]
     assert len(vanished) == 1 and first in vanished[0] and "disappeared" in vanished[0]
@@ -114,7 +142,7 @@ def test_a_sigkilled_shard_is_explained_as_killed(env: Env) -> None:
     env.gate.release()
     status = env.jobs.wait_status("sigkill", lambda s: s.get("phase") in ("Succeeded", "Failed"), 300, "finished")
     assert status["phase"] == "Succeeded", status
-    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    assert status["retries"] == {"counted": 1, "disruptions": 0, "storage": 0}
     retried = [m for r, m in env.jobs.events("sigkill") if r == "ShardRetried"]
     assert len(retried) == 1 and f"{first} Killed: the container was killed (SIGKILL, exit 137)" in retried[0]
 

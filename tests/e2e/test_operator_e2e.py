@@ -79,7 +79,7 @@ def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_re
     assert env.pods.max_active["ocr20"] == 2
     assert status["items"] == {"total": 20, "done": 20, "ok": 20, "failed": 0, "skipped": 0}
     assert status["progress"] == "20/20" and status["shardProgress"] == "4/4"
-    assert status["shards"]["succeeded"] == 4 and status["retries"] == {"counted": 0, "disruptions": 0}
+    assert status["shards"]["succeeded"] == 4 and status["retries"] == {"counted": 0, "disruptions": 0, "storage": 0}
     assert status["observedGeneration"] == 1 and status["startTime"] and status["completionTime"]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Planned": "True", "Running": "False", "Suspended": "False", "Succeeded": "True",
@@ -119,7 +119,7 @@ def test_shard_pod_killed_midway_is_retried_and_resumes(env: Env) -> None:
     env.gate.release()
     status = wait_phase(env, "killed", "Succeeded", timeout=240)
     assert env.pods.created == ["killed-s0-a0", "killed-s0-a1"]
-    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    assert status["retries"] == {"counted": 1, "disruptions": 0, "storage": 0}
     retried = [m for r, m in env.jobs.events("killed") if r == "ShardRetried"]
     assert len(retried) == 1 and "OOMKilled" in retried[0] and "retry 1/1" in retried[0]
     shard = env.result(f"out/{layout.shard_summary_key(uid, 0)}")
@@ -140,7 +140,7 @@ def test_stalled_shard_is_killed_and_retried(env: Env) -> None:
     env.cluster.real_node.signal_container(env.namespace, "stalled-s0-a0", signal="SIGSTOP")
     status = wait_phase(env, "stalled", "Succeeded", timeout=240)
     assert env.pods.created == ["stalled-s0-a0", "stalled-s0-a1"]
-    assert status["retries"] == {"counted": 1, "disruptions": 0}
+    assert status["retries"] == {"counted": 1, "disruptions": 0, "storage": 0}
     events = env.jobs.events("stalled")
     assert any(r == "ShardStalled" and "stalled-s0-a0" in m for r, m in events)
     assert any(r == "ShardRetried" and "Stalled" in m for r, m in events)
@@ -171,7 +171,7 @@ def test_a_drained_node_does_not_spend_the_retry_budget(env: Env) -> None:
         kubectl(env.admin_kubeconfig, "uncordon", node)
     status = wait_phase(env, "evicted", "Succeeded", timeout=180)
     assert env.pods.created == ["evicted-s0-a0", "evicted-s0-a1"]
-    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert status["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
     retried = [m for r, m in env.jobs.events("evicted") if r == "ShardRetried"]
     assert len(retried) == 1 and "budget not spent" in retried[0] and "Eviction" in retried[0], retried
 

@@ -82,12 +82,18 @@ def lease_name(namespace: str) -> str:
     return f"{LEASE_NAME}-{namespace}"
 
 
-def operator_pod(name: str, namespace: str, image: str, args: tuple[str, ...], instance: str) -> dict[str, Any]:
+def operator_pod(name: str, namespace: str, image: str, args: tuple[str, ...], instance: str,
+                 memory_limit: str | None = None) -> dict[str, Any]:
     """The Deployment's pod template, unchanged but for its name, image, pull policy and command line (one watched
-    namespace and its own Lease) and restartPolicy Never (a killed instance stays dead until a test starts one)."""
+    namespace and its own Lease), restartPolicy Never (a killed instance stays dead until a test starts one) and,
+    when given, a lower memory limit (as an admin may set)."""
     template = copy.deepcopy(manifest_deployment()["spec"]["template"])
     spec = template["spec"]
     container = next(c for c in spec["containers"] if c["name"] == OPERATOR_CONTAINER)
+    if memory_limit is not None:
+        resources = container.setdefault("resources", {})
+        resources.setdefault("limits", {})["memory"] = memory_limit
+        resources.setdefault("requests", {})["memory"] = memory_limit
     container["image"] = image
     container["imagePullPolicy"] = "Never"
     container["command"] = ["python", "-m", "ocrjob_operator", "--namespace", namespace,
@@ -111,8 +117,9 @@ class OperatorPod:
 
     def __init__(self, api_factory: Callable[[], kubernetes.client.ApiClient], namespace: str, image: str,
                  workdir: Path, sigkill: Callable[[str, str, str], None], args: tuple[str, ...] = (),
-                 name: str = "operator") -> None:
+                 name: str = "operator", memory_limit: str | None = None) -> None:
         self.api_factory, self.namespace, self.image, self.args = api_factory, namespace, image, tuple(args)
+        self.memory_limit = memory_limit
         self.base_name = name
         self.sigkill_container = sigkill
         self.log = workdir / f"{name}.log"
@@ -134,7 +141,7 @@ class OperatorPod:
         self.starts += 1
         self.exit_code = None
         self.pod_name = f"{self.base_name}-{self.namespace}-{self.starts}"[-63:].lstrip("-")
-        body = operator_pod(self.pod_name, self.namespace, self.image, self.args, self.base_name)
+        body = operator_pod(self.pod_name, self.namespace, self.image, self.args, self.base_name, self.memory_limit)
         core = self._core()
         core.create_namespaced_pod(OPERATOR_NAMESPACE, body)
         with open(self.log, "a") as log:

@@ -30,11 +30,11 @@ OPERATOR_IMAGE = "operator"
 
 
 def new_operator(cluster: LocalCluster, namespace: str, workdir: Path, args: tuple[str, ...] = (),
-                 name: str = "operator") -> OperatorPod:
+                 name: str = "operator", memory_limit: str | None = None) -> OperatorPod:
     """An operator pod watching `namespace`, not started yet (`start()` it)."""
     assert cluster.real_node is not None
     return OperatorPod(cluster.api_client, namespace, cluster.real_node_image(OPERATOR_IMAGE), workdir,
-                       sigkill=cluster.real_node.sigkill, args=args, name=name)
+                       sigkill=cluster.real_node.sigkill, args=args, name=name, memory_limit=memory_limit)
 
 
 @dataclass

@@ -299,6 +299,8 @@ def _status_schema() -> Schema:
             "counted": count("Shard retries that spent the retry budget (crashes, OOM, stalls, deadlines)."),
             "disruptions": count("Shard restarts after evictions, preemptions, node loss or suspension "
                                  "(budget not spent)."),
+            "storage": count("Shard restarts after the shard found storage unavailable (exit 74; budget not spent, "
+                             "bounded in time by spec.retries.infrastructureTimeoutSeconds)."),
         }),
         "vanishedPods": obj("Shard pods that disappeared before they finished (force-deleted, or deleted by "
                             "someone other than the operator): retried without spending the budget; their names "

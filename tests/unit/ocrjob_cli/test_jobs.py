@@ -157,7 +157,7 @@ JOB = {
                "completionTime": "2026-01-01T11:30:00Z",
                "items": {"total": 10, "done": 7, "ok": 6, "failed": 1, "skipped": 0},
                "shards": {"total": 2, "succeeded": 1, "active": 0, "pending": 0, "failed": 1},
-               "retries": {"counted": 3, "disruptions": 1},
+               "retries": {"counted": 3, "disruptions": 1, "storage": 0},
                "failedShards": [{"index": 1, "reason": "InvalidInput", "message": "not valid JSON [1]"}],
                "conditions": [{"type": "Failed", "status": "True", "reason": "ShardsFailed",
                                "lastTransitionTime": "2026-01-01T11:30:00Z"}]},

@@ -107,7 +107,8 @@ def test_eviction_does_not_spend_the_budget(world) -> None:
     ctl.reconcile("ns", "job")
     kube.finish(pod_name("job", 0, 0), 137, pod_reason="Evicted", at=clock.t - 10)
     ctl.reconcile("ns", "job")
-    assert pod_name("job", 0, 1) in kube.pods and kube.job["status"]["retries"] == {"counted": 0, "disruptions": 1}
+    assert pod_name("job", 0, 1) in kube.pods
+    assert kube.job["status"]["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
 
 
 def test_input_error_is_not_retried_and_the_rest_finishes(world) -> None:

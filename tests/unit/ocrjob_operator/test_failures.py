@@ -168,7 +168,7 @@ def test_controller_counts_explains_and_does_not_reuse_a_vanished_pods_name(worl
     ctl.reconcile("ns", "job")
     status = kube.job["status"]
     assert status["vanishedPods"]["count"] == 1 and status["vanishedPods"]["pods"][0]["name"] == first
-    assert status["retries"] == {"counted": 0, "disruptions": 1}
+    assert status["retries"] == {"counted": 0, "disruptions": 1, "storage": 0}
     assert "PodVanished" in reasons(events)
     clock.t += 5
     controller().reconcile("ns", "job")  # after a restart, too: the name is not reused
@@ -203,6 +203,37 @@ def test_controller_fails_fast_on_a_missing_or_huge_manifest(world, error: Excep
     status = kube.job["status"]
     assert status["phase"] == "Failed" and reason in reasons(events)
     assert status["planningAttempts"] == 0 and bounds == [MAX_INPUT_MANIFEST_BYTES]
+
+
+def test_no_shard_pod_starts_while_storage_does_not_answer(world) -> None:
+    kube, storage, events, clock, controller = world(sharding={"shardCount": 2}, parallelism=1)
+    ctl = controller()
+    ctl.reconcile("ns", "job")
+    ctl.reconcile("ns", "job")
+    first = pod_name("job", 0, 0)
+    assert kube.created == [first]
+    kube.finish(first, exit_codes.STORAGE_UNAVAILABLE, at=clock.t)  # the outage, as the shard saw it
+    answers = storage.dest.exists
+
+    def down(key: str) -> bool:
+        raise StorageUnavailable("cannot reach the S3 endpoint")
+
+    storage.dest.exists = down  # type: ignore[method-assign]
+    for _ in range(3):  # through the outage, retries and new shards alike wait: each would fail at once
+        clock.t += 120
+        ctl.reconcile("ns", "job")
+    assert kube.created == [first]
+    status = kube.job["status"]
+    assert status["phase"] == "Running" and "no new shard pods start until storage answers" in status["message"]
+    condition = next(c for c in status["conditions"] if c["type"] == "StorageAvailable")
+    assert condition["status"] == "False" and "cannot reach" in condition["message"]
+    storage.dest.exists = answers  # type: ignore[method-assign]
+    clock.t += 1
+    ctl.reconcile("ns", "job")
+    assert kube.created == [first, pod_name("job", 0, 1)]
+    assert kube.job["status"]["retries"] == {"counted": 0, "disruptions": 0, "storage": 1}
+    retried = [m for _, r, m in events if r == "ShardRetried"]
+    assert len(retried) == 1 and "storage was unavailable, retry budget not spent" in retried[0], retried
 
 
 def test_storage_condition_while_the_operator_cannot_read(world) -> None:

@@ -83,7 +83,7 @@ def test_failed_shards_are_listed_with_the_reason() -> None:
 def test_retry_counts() -> None:
     pods = [pod(0, Category.RETRYABLE, attempt=0, reason="OOMKilled"), pod(0, Category.DISRUPTED, attempt=1),
             pod(0, Category.RUNNING, attempt=2)]
-    assert compute_status(observe(pods), None)["retries"] == {"counted": 1, "disruptions": 1}
+    assert compute_status(observe(pods), None)["retries"] == {"counted": 1, "disruptions": 1, "storage": 0}
 
 
 def test_suspended_phase() -> None:
@@ -164,3 +164,32 @@ def test_a_finished_job_reports_the_counts_of_its_job_summary() -> None:
     observed.stored_items = ItemCounts.from_job_counts({"ok": 7, "failed": 2, "skipped": 1, "failed_earlier": 2})
     status = compute_status(observed, None)
     assert status["items"] == {"total": 10, "done": 10, "ok": 7, "failed": 2, "skipped": 1}
+
+
+def unschedulable(shard: int, since: float) -> PodOutcome:
+    return PodOutcome(name=pod_name("j", shard, 0), shard=shard, attempt=0, category=Category.PENDING,
+                      reason="Unschedulable", message="0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                      created_at=since, unschedulable_since=since)
+
+
+def test_a_shard_no_node_fits_is_waiting_for_capacity_and_says_when_the_job_gives_up() -> None:
+    obs = observe([unschedulable(0, NOW - 30), unschedulable(1, NOW - 10)], scheduling={
+        "unschedulableTimeoutSeconds": 600})
+    obs.unschedulable_timeout_seconds = 600
+    status = compute_status(obs, None)
+    assert (status["phase"], cond(status, "Running")["status"]) == ("Pending", "False")
+    assert status["shards"] == {"total": 2, "pending": 2, "active": 0, "succeeded": 0, "failed": 0}
+    message = status["message"]
+    assert message.startswith("0 running") and "2 waiting for capacity: no node fits pod j-s0-a0" in message
+    assert "Insufficient nvidia.com/gpu" in message and message.count("Insufficient") == 1
+    assert f"fails with Unschedulable at {utc_iso(NOW - 30 + 600)}" in message
+    assert "unschedulableTimeoutSeconds=600" in message
+
+
+def test_with_a_shard_running_the_job_runs_and_still_says_who_waits_for_capacity() -> None:
+    obs = observe([pod(0, Category.RUNNING), unschedulable(1, NOW - 10)], scheduling={
+        "unschedulableTimeoutSeconds": 0})
+    status = compute_status(obs, None)
+    assert status["phase"] == "Running" and status["shards"]["active"] == 1 and status["shards"]["pending"] == 1
+    assert "1 running" in status["message"] and "1 waiting for capacity" in status["message"]
+    assert "waits as long as that takes (spec.scheduling.unschedulableTimeoutSeconds=0)" in status["message"]
