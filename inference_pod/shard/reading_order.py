@@ -28,7 +28,19 @@ LINE_OVERLAP = 0.5  # vertical overlap, as a share of the lower box, that puts t
 MIN_GUTTER = 1.0  # column gutter width in median box heights: wider than the gap between two words
 BLOCK_GAP = 2.0  # whitespace in median box heights that always ends a run: more than a blank line
 MIN_COLUMN_LINES = 3  # lines each side needs to be a column (two stray boxes side by side are not)
-COLUMN_LINE_LENGTH = 10.0  # median line length of a column, in box heights (~20 characters): longer than table cells
+# Prose columns versus table columns. A table's cells are short next to the gaps between them (measured on the
+# synthetic pages: median cell <= 1.3 gutters), a prose column's lines long (two and three columns of 9.5-12 pt,
+# skewed or not: >= 3.8 gutters); 2.5 sits between the two with room either side. The ratio, unlike a fixed length
+# in box heights (once 10: three columns of 12 pt measure 5.7-7, skewed two columns 9-10), does not move with the
+# font size or the detector's box height.
+PROSE_TO_GUTTER = 2.5  # median line (stretch) of each side, in widths of the gutter between them
+MIN_LINE_LENGTH = 3.0  # box heights (~6 characters): shorter lines are labels or numbers, not running text
+# The ratio is asked only where the rows of the two sides line up, as a table's must: lines of two columns set
+# independently meet at the same height by chance (centres within ALIGN_TOLERANCE at a pitch of 1.4 box heights:
+# ~35 %), a table's cells share their row's baseline (all of them; the side with fewer lines, as a cell wrapped
+# over two lines leaves the extra lines unpaired).
+ALIGN_TOLERANCE = 0.25  # centre distance, in box heights, of two lines at the same height across the gutter
+ALIGNED_ROWS = 0.8  # share of the lines of the side with fewer lines that have a partner: rows as in a table
 COLUMN_OVERLAP = 0.5  # share of the shorter column's height both columns span: side by side, not one above the other
 
 Interval = tuple[float, float]
@@ -173,17 +185,31 @@ def _column_cut(run: list[Box], height: float) -> tuple[list[Box], list[Box]] | 
     for left_edge, right_edge in sorted(_gutters(free, run, height), key=lambda g: g[0] - g[1]):
         left = [b for b in run if b.x1 <= left_edge]
         right = [b for b in run if b.x0 >= right_edge]
-        if _is_column(left, height) and _is_column(right, height) and _side_by_side(left, right):
+        if _side_by_side(left, right) and _prose_columns(left, right, right_edge - left_edge, height):
             return left, right
     return None
 
 
-def _is_column(boxes: list[Box], height: float) -> bool:
-    """Running text: enough lines, and their stretches of text (cut at gaps of MIN_GUTTER, so a side holding
-    two table columns counts its cells, and one holding two text columns its column lines) mostly long."""
-    lines = group_lines(boxes)
-    stretches = [length for line in lines for length in _stretches(line, MIN_GUTTER * height)]
-    return len(lines) >= MIN_COLUMN_LINES and median(stretches) >= COLUMN_LINE_LENGTH * height
+def _prose_columns(left: list[Box], right: list[Box], gutter: float, height: float) -> bool:
+    """Both sides running text rather than table cells: enough lines each, and their stretches of text (cut at
+    gaps of MIN_GUTTER, so a side holding two table columns counts its cells, and one holding two text columns
+    its column lines) mostly long; where the rows line up as in a table, long next to the gutter too."""
+    sides = group_lines(left), group_lines(right)
+    if min(map(len, sides)) < MIN_COLUMN_LINES:
+        return False
+    shortest = MIN_LINE_LENGTH * height
+    if _aligned(*sides, height):
+        shortest = max(shortest, PROSE_TO_GUTTER * gutter)
+    return all(median(s for line in lines for s in _stretches(line, MIN_GUTTER * height)) >= shortest
+               for lines in sides)
+
+
+def _aligned(left: list[list[Box]], right: list[list[Box]], height: float) -> bool:
+    """Whether nearly every line of the side with fewer lines has a line of the other side at its height."""
+    fewer, more = sorted((left, right), key=len)
+    centres = [_centre(line) for line in more]
+    paired = sum(any(abs(_centre(line) - c) <= ALIGN_TOLERANCE * height for c in centres) for line in fewer)
+    return paired >= ALIGNED_ROWS * len(fewer)
 
 
 def _stretches(line: list[Box], gap: float) -> list[float]:
@@ -213,8 +239,12 @@ def group_lines(boxes: list[Box]) -> list[list[Box]]:
             lines[-1].append(box)
         else:
             lines.append([box])
-    lines.sort(key=lambda line: sum(b.centre for b in line) / len(line))
+    lines.sort(key=_centre)
     return [sorted(line, key=lambda b: b.x0) for line in lines]
+
+
+def _centre(line: list[Box]) -> float:
+    return sum(b.centre for b in line) / len(line)
 
 
 def _overlap(box: Box, line: list[Box]) -> float:
