@@ -207,9 +207,11 @@ def test_narrow_prose_columns_on_a_skewed_page_are_read_column_by_column(skew: f
     assert text(shuffled(rotate(left + right, skew))) == expected(left, right)
 
 
-@pytest.mark.parametrize("skew", [-1.5, 0.0, 1.0])
-def test_three_narrow_prose_columns_are_read_column_by_column(skew: float) -> None:
-    width, gutter = 160, 36  # lines 5-7 box heights, about 4 gutters: the three-column pages of the corpus
+@pytest.mark.parametrize(("skew", "gutter"), [(-1.5, 36), (0.0, 36), (1.0, 36), (0.5, 20), (-2.0, 20)])
+def test_three_narrow_prose_columns_are_read_column_by_column(skew: float, gutter: float) -> None:
+    # Lines of 5-7 box heights, 4 gutters of 1.6 box heights: the three-column pages of the corpus; their gutters
+    # measure 0.9 box heights where the detector's boxes are tall for 12-pt text (20 px here).
+    width = 160
     parts = [ragged(name, MARGIN + k * (width + gutter), width, 40, seed=k) for k, name in enumerate("abc")]
     assert text(shuffled(rotate([spec for part in parts for spec in part], skew))) == expected(*parts)
 
@@ -225,10 +227,18 @@ def test_columns_set_independently_are_read_column_by_column_beside_a_wide_gutte
 def test_two_column_table_with_short_cells_is_read_row_by_row() -> None:
     rng = random.Random(5)
     rows = [[(f"item{i}", MARGIN, MARGIN + i * PITCH, rng.uniform(60, 110), LINE_H),  # 3-5 box heights
-             (f"{i}.00", MARGIN + 150, MARGIN + i * PITCH, 50, LINE_H)]  # a gutter of 1.8-4 box heights
+             (f"{i}.00", MARGIN + 150, MARGIN + i * PITCH, 70, LINE_H)]  # 3 box heights, 1.8-4 from the items
             for i in range(12)]
     specs = [cell for row in rows for cell in row]
     assert text(shuffled(rotate(specs, -1.3))) == expected(specs, per_line=2)
+
+
+def test_form_with_tall_values_beside_short_labels_is_read_row_by_row() -> None:
+    # Handwritten values in taller boxes than their printed labels: the centres of a row sit apart by more than
+    # ALIGN_TOLERANCE, so the rows do not read as aligned; the labels are still too short to be running text.
+    labels = [(f"label{i}", MARGIN, MARGIN + i * 50, 70, LINE_H) for i in range(8)]
+    values = [(f"value{i}", MARGIN + 160, MARGIN + i * 50, 300, 40) for i in range(8)]
+    assert text(shuffled(rotate(labels + values, 0.5))) == "\n".join(f"label{i} value{i}" for i in range(8))
 
 
 def test_table_with_a_long_description_column_is_read_row_by_row() -> None:
@@ -250,7 +260,18 @@ def test_single_column_with_an_indented_list_is_read_line_by_line() -> None:
     items = []
     for i in range(6):  # a bullet, a gutter of 1.6 box heights, the item's text
         y = MARGIN + (4 + i) * PITCH
-        items += [(f"bullet{i}", MARGIN + 40, y, 14, LINE_H), (f"item{i}", MARGIN + 90, y, rng.uniform(300, 1100), LINE_H)]
+        items += [(f"bullet{i}", MARGIN + 40, y, 14, LINE_H),
+                  (f"item{i}", MARGIN + 90, y, rng.uniform(300, 1100), LINE_H)]
     outro = ragged("q", MARGIN, LINE_W, 4, seed=9, top=MARGIN + 10 * PITCH)
     assert text(shuffled(rotate(intro + items + outro, -0.8))) == "\n".join(
         [expected(intro), expected(items, per_line=2), expected(outro)])
+
+
+def test_table_below_two_columns_that_leaves_their_gutter_free_is_read_after_them() -> None:
+    left = ragged("a", MARGIN, 560, 20, seed=10)
+    right = ragged("b", MARGIN + 600, 560, 20, seed=11)
+    top = MARGIN + 21 * PITCH  # after a blank row: closer than BLOCK_GAP, so in the columns' run
+    table = [(f"t{i}{k}", MARGIN + x, top + i * PITCH, w, LINE_H) for i in range(6)
+             for k, (x, w) in enumerate([(0, 150), (420, 60), (720, 60), (1020, 90)])]  # the gutter stays free
+    assert text(shuffled(rotate(left + right + table, 1.0))) == "\n".join(
+        [expected(left, right), expected(table, per_line=4)])
