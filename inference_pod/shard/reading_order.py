@@ -4,9 +4,10 @@ The page's skew comes from the boxes themselves (the length-weighted median of t
 boxes clearly wider than tall), so rows are grouped in the deskewed frame: on an A4 page skewed by 2 degrees
 a line's end sits 43 px lower than its start, more than the line pitch. Columns come from an XY-cut over the
 deskewed boxes: bands of boxes separated by horizontal whitespace are grouped into runs that share a vertical
-gutter; a run is cut into columns only where both sides read as running text (several long lines that sit
-side by side), so a table or a key-value block stays row-wise, and a heading or footer that crosses the
-gutter ends the run (it is read before or after the columns).
+gutter; a run is cut into columns only where both sides read as running text (several lines that sit side by
+side and, where their rows line up as a table's do, are long next to the gutter), so a table or a key-value block
+stays row-wise, and a heading or footer that crosses the gutter ends the run (it is read before or after the
+columns), as do rows at the run's ends that do not start at the columns' edges (a table below them).
 
 Geometry only: boxes are polygons ([[x, y], ...] in image pixels, y down, any point order), or None where a
 box has none. Rotations by 90, 180 or 270 degrees are not handled (the estimate is 0 beyond MAX_SKEW).
@@ -25,10 +26,29 @@ MIN_HEIGHT = 1.0  # px; a flatter box (a degenerate polygon) has no usable verti
 MAX_SKEW = 15.0  # degrees; a larger estimate is a rotated page or noise, not scan skew: read as 0
 MIN_ELONGATION = 2.0  # long side / short side of a box whose long axis is trusted as a text direction
 LINE_OVERLAP = 0.5  # vertical overlap, as a share of the lower box, that puts two boxes on one line
-MIN_GUTTER = 1.0  # column gutter width in median box heights: wider than the gap between two words
+MIN_GUTTER = 0.7  # column gutter width in median box heights: wider than the gap between two words (~0.2 on
+# print, 0.55 between the word boxes of the unit tests), narrower than a 0.3-inch gutter between columns of 12 pt
+# once the detector has padded the boxes (0.9)
 BLOCK_GAP = 2.0  # whitespace in median box heights that always ends a run: more than a blank line
 MIN_COLUMN_LINES = 3  # lines each side needs to be a column (two stray boxes side by side are not)
-COLUMN_LINE_LENGTH = 10.0  # median line length of a column, in box heights (~20 characters): longer than table cells
+# Prose columns versus table columns. A table's cells are short next to the gaps between them (measured on the
+# synthetic pages: median cell <= 1.3 gutters), a prose column's lines long (two and three columns of 9.5-12 pt,
+# skewed or not: >= 3.8 gutters); 2.5 sits between the two with room either side. The ratio, unlike a fixed length
+# in box heights (once 10: three columns of 12 pt measure 5.7-7, skewed two columns 9-10), does not move with the
+# font size or the detector's box height.
+PROSE_TO_GUTTER = 2.5  # median line (stretch) of each side, in widths of the gutter between them
+MIN_LINE_LENGTH = 3.0  # box heights (~6 characters): shorter lines are labels or numbers, not running text
+# The ratio is asked only where the rows of the two sides line up, as a table's must: lines of two columns set
+# independently meet at the same height by chance (centres within ALIGN_TOLERANCE at a pitch of 1.4 box heights:
+# ~35 %), a table's cells share their row's baseline (all of them; the side with fewer lines, as a cell wrapped
+# over two lines leaves the extra lines unpaired).
+ALIGN_TOLERANCE = 0.25  # centre distance, in box heights, of two lines at the same height across the gutter
+ALIGNED_ROWS = 0.8  # share of the lines of the side with fewer lines that have a partner: rows as in a table
+# A column's lines start at its left edge, give or take a paragraph's indent (1-2 em, under 1.5 box heights). Bands
+# at the top or bottom of a run whose text on either side starts further in are no lines of its columns (the rows
+# of a table below them that happen to leave the gutter free: their cells start 4 box heights and more off the
+# columns' edges) and are read before or after the columns, not split between them.
+COLUMN_EDGE = 2.0  # box heights
 COLUMN_OVERLAP = 0.5  # share of the shorter column's height both columns span: side by side, not one above the other
 
 Interval = tuple[float, float]
@@ -127,12 +147,12 @@ def _order(boxes: list[Box], height: float) -> list[list[Box]]:
     """Lines of `boxes` in reading order: runs top to bottom; a run with columns column by column."""
     lines: list[list[Box]] = []
     for run in _runs(_bands(boxes), height):
-        sides = _column_cut(run, height)
-        if sides is None:
+        parts = _column_cut(run, height)
+        if parts is None:
             lines += group_lines(run)
         else:
-            for side in sides:
-                lines += _order(side, height)
+            for part in parts:
+                lines += _order(part, height)
     return lines
 
 
@@ -165,25 +185,50 @@ def _runs(bands: list[list[Box]], height: float) -> list[list[Box]]:
     return runs
 
 
-def _column_cut(run: list[Box], height: float) -> tuple[list[Box], list[Box]] | None:
-    """The run split at its widest gutter whose two sides are columns of running text side by side, if any."""
+def _column_cut(run: list[Box], height: float) -> list[list[Box]] | None:
+    """The run's parts in reading order if it holds columns, else None: cut at its widest gutter whose two sides
+    are columns of running text side by side (left, right), once bands at its top or bottom that are no lines of
+    those columns (COLUMN_EDGE) are split off, to be read before and after them."""
+    bands = _bands(run)
     free = ALL_X
-    for band in _bands(run):
+    for band in bands:
         free = _intersect(free, _gaps(band))
     for left_edge, right_edge in sorted(_gutters(free, run, height), key=lambda g: g[0] - g[1]):
         left = [b for b in run if b.x1 <= left_edge]
         right = [b for b in run if b.x0 >= right_edge]
-        if _is_column(left, height) and _is_column(right, height) and _side_by_side(left, right):
-            return left, right
+        if not (_side_by_side(left, right) and _prose_columns(left, right, right_edge - left_edge, height)):
+            continue
+        starts = ((_left(left), -math.inf, left_edge), (right_edge, right_edge, math.inf))
+        fit = [i for i, band in enumerate(bands) if all(
+            min((b.x0 for b in band if low <= b.x0 < high), default=start) - start <= COLUMN_EDGE * height
+            for start, low, high in starts)]
+        if not fit or (fit[0], fit[-1]) == (0, len(bands) - 1):
+            return [left, right]
+        parts = bands[:fit[0]], bands[fit[0]:fit[-1] + 1], bands[fit[-1] + 1:]
+        return [[b for band in part for b in band] for part in parts if part]
     return None
 
 
-def _is_column(boxes: list[Box], height: float) -> bool:
-    """Running text: enough lines, and their stretches of text (cut at gaps of MIN_GUTTER, so a side holding
-    two table columns counts its cells, and one holding two text columns its column lines) mostly long."""
-    lines = group_lines(boxes)
-    stretches = [length for line in lines for length in _stretches(line, MIN_GUTTER * height)]
-    return len(lines) >= MIN_COLUMN_LINES and median(stretches) >= COLUMN_LINE_LENGTH * height
+def _prose_columns(left: list[Box], right: list[Box], gutter: float, height: float) -> bool:
+    """Both sides running text rather than table cells: enough lines each, and their stretches of text (cut at
+    gaps of MIN_GUTTER, so a side holding two table columns counts its cells, and one holding two text columns
+    its column lines) mostly long; where the rows line up as in a table, long next to the gutter too."""
+    sides = group_lines(left), group_lines(right)
+    if min(map(len, sides)) < MIN_COLUMN_LINES:
+        return False
+    shortest = MIN_LINE_LENGTH * height
+    if _aligned(*sides, height):
+        shortest = max(shortest, PROSE_TO_GUTTER * gutter)
+    return all(median(s for line in lines for s in _stretches(line, MIN_GUTTER * height)) >= shortest
+               for lines in sides)
+
+
+def _aligned(left: list[list[Box]], right: list[list[Box]], height: float) -> bool:
+    """Whether nearly every line of the side with fewer lines has a line of the other side at its height."""
+    fewer, more = sorted((left, right), key=len)
+    centres = [_centre(line) for line in more]
+    paired = sum(any(abs(_centre(line) - c) <= ALIGN_TOLERANCE * height for c in centres) for line in fewer)
+    return paired >= ALIGNED_ROWS * len(fewer)
 
 
 def _stretches(line: list[Box], gap: float) -> list[float]:
@@ -213,8 +258,12 @@ def group_lines(boxes: list[Box]) -> list[list[Box]]:
             lines[-1].append(box)
         else:
             lines.append([box])
-    lines.sort(key=lambda line: sum(b.centre for b in line) / len(line))
+    lines.sort(key=_centre)
     return [sorted(line, key=lambda b: b.x0) for line in lines]
+
+
+def _centre(line: list[Box]) -> float:
+    return sum(b.centre for b in line) / len(line)
 
 
 def _overlap(box: Box, line: list[Box]) -> float:
@@ -255,6 +304,10 @@ def _gutters(free: list[Interval], boxes: list[Box], height: float) -> list[Inte
     left, right = min(b.x0 for b in boxes), max(b.x1 for b in boxes)
     inner = [(max(a, left), min(b, right)) for a, b in free]
     return [(a, b) for a, b in inner if b - a >= MIN_GUTTER * height]
+
+
+def _left(boxes: list[Box]) -> float:
+    return min(b.x0 for b in boxes)
 
 
 def _top(boxes: list[Box]) -> float:

@@ -188,3 +188,90 @@ def test_every_box_is_placed_once() -> None:
     polygons = [line["polygon"] for line in rotate(specs, 1.7)] + [None]
     rows = reading_order.reading_order(polygons)
     assert sorted(i for row in rows for i in row) == list(range(len(polygons)))
+
+
+# Prose columns versus tables, at the sizes where a fixed line length in box heights failed: 12-pt columns
+# measure 9-11 box heights a line (two columns) or 5-7 (three), table cells can be as long.
+def ragged(name: str, x: float, width: float, lines: int, seed: int, top: float = MARGIN,
+           pitch: float = PITCH) -> list[Spec]:
+    """Prose lines of a column `width` wide: 70-100 % full, as set text ending at a word."""
+    rng = random.Random(f"{name}{seed}")
+    return [(f"{name}{i:02d}", x, top + i * pitch, width * rng.uniform(0.7, 1.0), LINE_H) for i in range(lines)]
+
+
+@pytest.mark.parametrize("skew", [-2.5, -1.3, 0.0, 0.7, 2.0])
+def test_narrow_prose_columns_on_a_skewed_page_are_read_column_by_column(skew: float) -> None:
+    width, gutter = 240, 36  # lines 7.6-11 box heights, the gutter 1.6: the skewed 12-pt pages of the corpus
+    left = ragged("a", MARGIN, width, 35, seed=1)
+    right = ragged("b", MARGIN + width + gutter, width, 35, seed=2)
+    assert text(shuffled(rotate(left + right, skew))) == expected(left, right)
+
+
+@pytest.mark.parametrize(("skew", "gutter"), [(-1.5, 36), (0.0, 36), (1.0, 36), (0.5, 20), (-2.0, 20)])
+def test_three_narrow_prose_columns_are_read_column_by_column(skew: float, gutter: float) -> None:
+    # Lines of 5-7 box heights, 4 gutters of 1.6 box heights: the three-column pages of the corpus; their gutters
+    # measure 0.9 box heights where the detector's boxes are tall for 12-pt text (20 px here).
+    width = 160
+    parts = [ragged(name, MARGIN + k * (width + gutter), width, 40, seed=k) for k, name in enumerate("abc")]
+    assert text(shuffled(rotate([spec for part in parts for spec in part], skew))) == expected(*parts)
+
+
+def test_columns_set_independently_are_read_column_by_column_beside_a_wide_gutter() -> None:
+    # Lines of 4-5 box heights, a gutter of 3: as short next to the gutter as table cells, but the rows of the two
+    # sides do not line up (another line pitch), which a table's must.
+    left = ragged("a", MARGIN, 110, 30, seed=3)
+    right = ragged("b", MARGIN + 110 + 66, 110, 24, seed=4, pitch=37)
+    assert text(shuffled(rotate(left + right, 1.0))) == expected(left, right)
+
+
+def test_two_column_table_with_short_cells_is_read_row_by_row() -> None:
+    rng = random.Random(5)
+    rows = [[(f"item{i}", MARGIN, MARGIN + i * PITCH, rng.uniform(60, 110), LINE_H),  # 3-5 box heights
+             (f"{i}.00", MARGIN + 150, MARGIN + i * PITCH, 70, LINE_H)]  # 3 box heights, 1.8-4 from the items
+            for i in range(12)]
+    specs = [cell for row in rows for cell in row]
+    assert text(shuffled(rotate(specs, -1.3))) == expected(specs, per_line=2)
+
+
+def test_form_with_tall_values_beside_short_labels_is_read_row_by_row() -> None:
+    # Handwritten values in taller boxes than their printed labels: the centres of a row sit apart by more than
+    # ALIGN_TOLERANCE, so the rows do not read as aligned; the labels are still too short to be running text.
+    labels = [(f"label{i}", MARGIN, MARGIN + i * 50, 70, LINE_H) for i in range(8)]
+    values = [(f"value{i}", MARGIN + 160, MARGIN + i * 50, 300, 40) for i in range(8)]
+    assert text(shuffled(rotate(labels + values, 0.5))) == "\n".join(f"label{i} value{i}" for i in range(8))
+
+
+def test_table_with_a_long_description_column_is_read_row_by_row() -> None:
+    # Descriptions up to 12 box heights, the amounts 2 box heights beyond the longest: each left line alone is as
+    # long as a line of a prose column, but the rows line up and the amounts are short next to the gutter.
+    rng = random.Random(6)
+    left, amounts = MARGIN, MARGIN + 264 + 44
+    rows = [[(f"description{i}", left, MARGIN + i * PITCH, rng.uniform(180, 264), LINE_H),
+             (f"qty{i}", amounts, MARGIN + i * PITCH, 70, LINE_H),
+             (f"total{i}", amounts + 110, MARGIN + i * PITCH, 90, LINE_H)] for i in range(10)]
+    wrapped = ("wrapped", left, MARGIN + 10 * PITCH, 200, LINE_H)  # the last description runs over two lines
+    specs = [cell for row in rows for cell in row] + [wrapped]
+    assert text(shuffled(rotate(specs, 1.5))) == expected(specs[:-1], per_line=3) + "\nwrapped"
+
+
+def test_single_column_with_an_indented_list_is_read_line_by_line() -> None:
+    rng = random.Random(8)
+    intro = ragged("p", MARGIN, LINE_W, 4, seed=8)
+    items = []
+    for i in range(6):  # a bullet, a gutter of 1.6 box heights, the item's text
+        y = MARGIN + (4 + i) * PITCH
+        items += [(f"bullet{i}", MARGIN + 40, y, 14, LINE_H),
+                  (f"item{i}", MARGIN + 90, y, rng.uniform(300, 1100), LINE_H)]
+    outro = ragged("q", MARGIN, LINE_W, 4, seed=9, top=MARGIN + 10 * PITCH)
+    assert text(shuffled(rotate(intro + items + outro, -0.8))) == "\n".join(
+        [expected(intro), expected(items, per_line=2), expected(outro)])
+
+
+def test_table_below_two_columns_that_leaves_their_gutter_free_is_read_after_them() -> None:
+    left = ragged("a", MARGIN, 560, 20, seed=10)
+    right = ragged("b", MARGIN + 600, 560, 20, seed=11)
+    top = MARGIN + 21 * PITCH  # after a blank row: closer than BLOCK_GAP, so in the columns' run
+    table = [(f"t{i}{k}", MARGIN + x, top + i * PITCH, w, LINE_H) for i in range(6)
+             for k, (x, w) in enumerate([(0, 150), (420, 60), (720, 60), (1020, 90)])]  # the gutter stays free
+    assert text(shuffled(rotate(left + right + table, 1.0))) == "\n".join(
+        [expected(left, right), expected(table, per_line=4)])
