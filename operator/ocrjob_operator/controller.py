@@ -31,6 +31,7 @@ from inference_pod.job.plan import (
 )
 from inference_pod.job.summary import write_job_summary
 from ocrjob_operator import finish, metrics
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded
 from ocrjob_operator.api.phases import ConditionType, Phase
 from ocrjob_operator.api.spec import JobSpec, SpecError, parse_spec
@@ -190,6 +191,12 @@ class Controller:
         the StorageAvailable condition turned False (kept in status, so an operator restart does not reset it)."""
         status, now = job.get("status") or {}, self.clock()
         memo = self.memo(job["metadata"]["uid"])
+        if isinstance(exc, Forbidden) and spec.s3.credentials is not None:  # the namespace never granted it
+            namespace = job["metadata"]["namespace"]
+            return self._fail_unplanned(job, "SecretsNotGranted", (
+                f"the operator may not read the Secret {namespace}/{spec.s3.credentials.name} that "
+                f"spec.s3.credentialsSecret names: namespace {namespace} has not let it read its Secrets. A namespace "
+                f"admin grants that with `{rbac.grant_command(namespace)}`; then create the OcrJob again"))
         text = str(exc) if not isinstance(exc, KubeError) else f"reading the Secret failed: {exc.reason}"
         reaction = None if isinstance(exc, KubeError) else to_planning_failure(exc, reading_manifest)
         if reaction is not None and reaction.fail_job:

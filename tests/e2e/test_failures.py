@@ -5,16 +5,18 @@ force-deleted or SIGKILLed shard pod is counted and explained."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from typing import Any
 
 import pytest
 
 from inference_pod.job.plan import MAX_INPUT_MANIFEST_BYTES
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import pod_name
 from tests.support.operator_env import MIDWAY_DOCUMENTS, Env, new_operator
-from tests.support.operator_harness import Jobs, ocrjob
+from tests.support.operator_harness import Jobs, grant_operator, kubectl, ocrjob
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.ocr]
@@ -78,6 +80,19 @@ def test_a_key_list_larger_than_the_operators_memory_fails_the_job_not_the_opera
     assert "InputManifestTooLarge" in json.dumps(status["conditions"]), status
     assert f"more than the {MAX_INPUT_MANIFEST_BYTES} bytes" in status["message"] and "split" in status["message"]
     assert env.operator.running() and env.operator.starts == 1  # its first instance: never OOM-killed
+
+
+def test_a_namespace_that_never_granted_its_secrets_is_told_the_one_command_that_does(env: Env) -> None:
+    grant_operator(env.admin_kubeconfig, env.namespace, secrets=False)  # its admin never granted them
+    env.upload(1, seed=77)
+    env.jobs.create(env.job("nogrant"))
+    status = failed_within(env, "nogrant", FAIL_FAST_SECONDS)
+    assert "SecretsNotGranted" in json.dumps(status["conditions"]), status
+    command = rbac.grant_command(env.namespace)
+    assert command in status["message"], status["message"]
+    kubectl(env.admin_kubeconfig, *shlex.split(command)[1:])  # the namespace admin runs it
+    env.jobs.create(env.job("granted"))
+    env.jobs.wait_status("granted", lambda s: s.get("planLocation"), 60, "planned once granted")
 
 
 @pytest.mark.parametrize(("name", "change", "reason"), [

@@ -29,6 +29,7 @@ from typing import Any
 import kubernetes
 
 from inference_pod.models import default_cache_dir
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, load_config
 from ocrjob_operator.api.phases import ConditionType
 from tests.support import sample_job
@@ -219,6 +220,7 @@ def _serve(state_dir: Path) -> int:
             overlay = write_local_overlay(state_dir / "operator-overlay", cluster.real_node_image("operator"))
             deploy_operator(cluster.kubeconfig, overlay, venv_tool("kubectl"))
             print(f"operator deployed from {overlay} (kubectl apply -k)", flush=True)
+            grant_secrets(cluster, sample_job.SAMPLE_NAMESPACE)
             inference = cluster.image_refs.get(UP_INFERENCE_IMAGE)
             if inference and cluster.s3 is not None and cluster.s3_endpoint_in_cluster:
                 sample = sample_job.prepare(cluster.s3, cluster.s3_endpoint_in_cluster, inference, state_dir)
@@ -269,6 +271,16 @@ def _up(state_dir: Path, timeout: float) -> int:
     print(_exports(state))
     print(next_steps(state_dir, state), file=sys.stderr)
     return 0
+
+
+def grant_secrets(cluster: LocalCluster, namespace: str) -> None:
+    """What a namespace admin does before its OcrJobs may name its Secrets (`rbac.grant_command`)."""
+    rbac_api = kubernetes.client.RbacAuthorizationV1Api(cluster.api_client())
+    try:
+        rbac_api.create_namespaced_role_binding(namespace, rbac.grant_secrets(namespace))
+    except kubernetes.client.exceptions.ApiException as exc:
+        if exc.status != 409:  # already granted (a restarted supervisor)
+            raise
 
 
 def next_steps(state_dir: Path, state: dict[str, Any]) -> str:

@@ -48,13 +48,16 @@ def install(admin_kubeconfig: Path) -> None:
                  "leader-election.yaml"):
         kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
                 str(REPO / "manifests" / name))
+    kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
+            stdin=rbac.render([rbac.secrets_role()], "# the role a namespace binds to grant its Secrets"))
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k",
             str(REPO / "manifests"))
 
 
-def grant_operator(admin_kubeconfig: Path, namespace: str) -> None:
-    """The operator's Role and RoleBinding in `namespace`, as `python -m ocrjob_operator.api.rbac -n NS` makes."""
-    docs = rbac.render(rbac.namespaced([namespace]), "# test namespace")
+def grant_operator(admin_kubeconfig: Path, namespace: str, secrets: bool = True) -> None:
+    """The operator's Role and RoleBinding in `namespace`, as `python -m ocrjob_operator.api.rbac -n NS` makes
+    (without the Secrets rule: a namespace that did not grant them)."""
+    docs = rbac.render(rbac.namespaced([namespace], secrets=secrets), "# test namespace")
     kubectl(admin_kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=docs)
 
 

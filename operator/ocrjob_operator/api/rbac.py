@@ -3,6 +3,12 @@ namespace) or cluster-wide (only for `--all-namespaces`).
 
     python -m ocrjob_operator.api.rbac                                   # cluster-wide: manifests/rbac.yaml
     python -m ocrjob_operator.api.rbac --namespace team-a --namespace team-b   # namespaced install
+    python -m ocrjob_operator.api.rbac --grant-secrets team-a             # let it read team-a's Secrets
+
+Secrets are never granted cluster-wide: in the `--all-namespaces` install the operator reads the Secret a job
+names only in namespaces that granted it (a RoleBinding to the `ocrjob-operator-secrets` ClusterRole, which a
+namespace admin may create: `grant_command`), so a stolen operator token reads no Secret of a namespace that
+never used OcrJob. A namespaced install grants it in each listed namespace.
 
 A unit test keeps manifests/rbac.yaml equal to the cluster-wide output. What RBAC cannot express — which pods
 the operator may create, and that a job's author must be allowed what the job names — the admission policies
@@ -23,6 +29,7 @@ from ocrjob_operator.api.names import GROUP, OPERATOR_NAMESPACE, PLURAL
 
 OPERATOR_SERVICE_ACCOUNT = "ocrjob-operator"
 OPERATOR_ROLE = "ocrjob-operator"
+SECRETS_ROLE = "ocrjob-operator-secrets"  # a ClusterRole bound per namespace (RoleBinding), never cluster-wide
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 _LABELS = {"app.kubernetes.io/name": "ocrjob", "app.kubernetes.io/component": "operator"}
 
@@ -49,11 +56,13 @@ RULES: tuple[Rule, ...] = (
          "shard pods: create (only of the shard-pod shape: manifests/admission.yaml), watch, stop a stalled one "
          "(patch), remove"),
     Rule(("", "events.k8s.io"), ("events",), ("create", "patch"), "events explaining every decision"),
-    Rule(("",), ("secrets",), ("get",),
-         "the Secret an OcrJob names in spec.s3.credentialsSecret (get only, no list or watch): the operator plans, "
-         "follows heartbeats and writes the summary with the job's own credentials; its author must be allowed to "
-         "get it (manifests/admission.yaml). Jobs on ambient credentials (workload identity) need no such rule"),
 )
+SECRETS_RULE = Rule(
+    ("",), ("secrets",), ("get",),
+    "the Secret an OcrJob names in spec.s3.credentialsSecret (get only, no list or watch), in the namespaces that "
+    "granted it: the operator plans, follows heartbeats and writes the summary with the job's own credentials; its "
+    "author must be allowed to get it (manifests/admission.yaml). Jobs on ambient credentials (workload identity) "
+    "need no grant")
 
 
 def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -68,22 +77,47 @@ def _subject() -> dict[str, Any]:
 
 
 def cluster_wide() -> list[dict[str, Any]]:
-    """For `--all-namespaces` only: the same rules in every namespace."""
+    """For `--all-namespaces` only: the rules but Secrets in every namespace; Secrets where a namespace grants them
+    (`secrets_role`, `grant_secrets`)."""
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(OPERATOR_ROLE),
          "rules": [rule.as_dict() for rule in RULES]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(OPERATOR_ROLE),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_ROLE},
          "subjects": [_subject()]},
+        secrets_role(),
     ]
 
 
-def namespaced(namespaces: list[str]) -> list[dict[str, Any]]:
-    """A Role and a RoleBinding in each namespace the operator watches (`--namespace NS`): nothing elsewhere."""
+def secrets_role() -> dict[str, Any]:
+    """The ClusterRole a namespace binds to let the operator read its Secrets (bound nowhere by the install)."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(SECRETS_ROLE),
+            "rules": [SECRETS_RULE.as_dict()]}
+
+
+def grant_secrets(namespace: str) -> dict[str, Any]:
+    """The RoleBinding that lets the operator read the Secrets of `namespace` (what `grant_command` creates)."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": _meta(SECRETS_ROLE, namespace),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SECRETS_ROLE},
+            "subjects": [_subject()]}
+
+
+def grant_command(namespace: str) -> str:
+    """The one command a namespace admin runs so that OcrJobs of `namespace` may name its Secrets."""
+    return (f"kubectl -n {namespace} create rolebinding {SECRETS_ROLE} --clusterrole={SECRETS_ROLE} "
+            f"--serviceaccount={OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}")
+
+
+def namespaced(namespaces: list[str], secrets: bool = True) -> list[dict[str, Any]]:
+    """A Role and a RoleBinding in each namespace the operator watches (`--namespace NS`): nothing elsewhere.
+    Without `secrets`, the operator may not read their Secrets (jobs on ambient credentials need none)."""
+    rules = (*RULES, SECRETS_RULE) if secrets else RULES
     docs: list[dict[str, Any]] = []
     for namespace in namespaces:
         docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                     "metadata": _meta(OPERATOR_ROLE, namespace), "rules": [rule.as_dict() for rule in RULES]})
+                     "metadata": _meta(OPERATOR_ROLE, namespace),
+                     "rules": [rule.as_dict() for rule in rules]})
         docs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                      "metadata": _meta(OPERATOR_ROLE, namespace),
                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OPERATOR_ROLE},
@@ -93,7 +127,7 @@ def namespaced(namespaces: list[str]) -> list[dict[str, Any]]:
 
 def render(docs: list[dict[str, Any]], header: str) -> str:
     why = "\n".join(textwrap.fill(f"{', '.join(rule.resources)}: {rule.why}.", 116, initial_indent="#   ",
-                                   subsequent_indent="#     ") for rule in RULES)
+                                   subsequent_indent="#     ") for rule in (*RULES, SECRETS_RULE))
     body = "---\n".join(yaml.safe_dump(doc, sort_keys=False, width=120) for doc in docs)
     return f"{header}\n# Least privilege for the OcrJob operator, rule by rule:\n{why}\n{body}"
 
@@ -107,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ocrjob_operator.api.rbac", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--namespace", "-n", action="append", default=[], help="a watched namespace (repeatable)")
+    parser.add_argument("--grant-secrets", action="append", default=[], metavar="NS",
+                        help="the RoleBinding that lets the --all-namespaces operator read NS's Secrets (repeatable)")
     args = parser.parse_args(argv)
-    if args.namespace:
+    if args.grant_secrets:
+        sys.stdout.write("---\n".join(yaml.safe_dump(grant_secrets(ns), sort_keys=False) for ns in args.grant_secrets))
+    elif args.namespace:
         header = (f"# Generated by `python -m ocrjob_operator.api.rbac {' '.join('-n ' + n for n in args.namespace)}`"
                   f"; run the operator with {' '.join('--namespace ' + n for n in args.namespace)}.")
         sys.stdout.write(render(namespaced(args.namespace), header))

@@ -11,6 +11,7 @@ import pytest
 
 from inference_pod.job import layout, plan_table
 from inference_pod.job.plan import load_plan, manifest_key
+from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Forbidden, Invalid, KubeError, QuotaExceeded, Unavailable
 from ocrjob_operator.api.fields import default
 from ocrjob_operator.api.names import ANNOTATION_MANIFEST, pod_name
@@ -222,6 +223,21 @@ def test_missing_secret_keeps_the_job_pending_with_a_bounded_retry(world) -> Non
     ctl.reconcile("ns", "job")
     assert kube.job["status"]["phase"] == "Failed", kube.job["status"]
     assert next(c for c in kube.job["status"]["conditions"] if c["type"] == "Failed")["reason"] == "StorageUnavailable"
+
+
+def test_a_namespace_that_never_granted_its_secrets_fails_the_job_at_once_with_the_command(world) -> None:
+    kube, _storage, events, clock, _controller = world(s3={"credentialsSecret": {"name": "s3"}})
+
+    class NotGranted:
+        def for_job(self, namespace: str, spec: Any) -> Any:
+            raise Forbidden(403, 'secrets "s3" is forbidden: User "system:serviceaccount:ocrjob-system:'
+                                 'ocrjob-operator" cannot get resource "secrets" in the namespace "ns"')
+
+    ctl = Controller(kube, NotGranted(), lambda _j, t, r, m: events.append((t, r, m)), clock=clock, monotonic=clock)
+    ctl.reconcile("ns", "job")
+    status = kube.job["status"]
+    assert status["phase"] == "Failed" and "SecretsNotGranted" in reasons(events)
+    assert rbac.grant_command("ns") in status["message"] and "ns/s3" in status["message"]
 
 
 def test_plan_error_fails_with_the_planner_message(world, tmp_path: Path) -> None:
