@@ -72,6 +72,7 @@ def test_a_shard_preempted_by_a_higher_priority_pod_is_retried_for_free(
     core.create_namespaced_pod(env.namespace, preemptor)
     wait_until(lambda: env.jobs.pods("preempted")[0]["metadata"].get("deletionTimestamp")
                if env.jobs.pods("preempted") else None, timeout=60, interval=0.2, what=f"{first} to be preempted")
+    wait_until(lambda: first not in env.running_pods("preempted"), timeout=60, what=f"{first} to stop")
     env.gate.release()
     status = finished(env, "preempted", 300)
     assert status["phase"] == "Succeeded", status
@@ -101,6 +102,9 @@ def test_a_lost_node_costs_its_shard_no_retry(env: Env) -> None:
                    interval=0.5, what=f"the taint manager to delete {first}")
         assert env.pods.created == [first]  # still running on the lost node: not retried yet
         assert env.jobs.status("nodelost")["phase"] == "Running"
+    # The kubelet is back and stops the pod; only then may the shard's held download go on (released earlier,
+    # the pod could finish its documents before the kubelet's SIGTERM reaches it, and nothing would be retried).
+    wait_until(lambda: first not in env.running_pods("nodelost"), timeout=120, what=f"{first} to stop")
     env.gate.release()
     status = finished(env, "nodelost", 300)
     assert status["phase"] == "Succeeded", status
