@@ -97,6 +97,10 @@ def index_part_key(job_id: str, index: int) -> str:
     return f"{job_dir(job_id)}/index/{index:05d}.jsonl"
 
 
+def failed_items_dir(job_id: str) -> str:
+    return f"{job_dir(job_id)}/failed/"
+
+
 def failed_items_key(job_id: str, index: int) -> str:
     """Every failed document of shard `index` (JSON lines), for a shard the job summary counts failures of."""
-    return f"{job_dir(job_id)}/failed/{index:05d}.jsonl"
+    return f"{failed_items_dir(job_id)}{index:05d}.jsonl"
