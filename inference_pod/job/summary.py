@@ -6,6 +6,8 @@ manifest and summary are read, its documents counted, its index part (`layout.in
 failures, its failed list (`layout.failed_items_key`) written, and only its `ShardTally` kept. SUMMARY_WORKERS shards
 are in hand at once, so memory is bounded by that many of the largest shard, never by the job. index.json (the list
 of parts) and summary.json are written last: a reader that finds summary.json finds the files it names.
+Requests: the listing (N/1000), two GETs a shard (manifest, shard summary) as before, plus one PUT a shard (its index
+part) and one a shard with failures; a GET per result only where no shard summary covers it (`stored_counts`).
 
 Used by the local runner at the end of `ocrjob run` and by the operator when a job finishes.
 """
