@@ -29,10 +29,10 @@ from inference_pod.job.stored_counts import PresentResults, count_shard, result_
 from inference_pod.job.summary_merge import NO_SUMMARY, JobMerge, ShardTally, build_job_summary, tally_shard
 from inference_pod.job.summary_records import (
     FAILED_ITEMS_IN_SUMMARY,
-    IndexEntry,
     IndexPart,
     ResultsIndex,
     UnreadableManifest,
+    index_part,
 )
 
 __all__ = ["NO_SUMMARY", "SUMMARY_WORKERS", "build_job_summary", "write_job_summary"]
@@ -73,8 +73,7 @@ def summarise_shard(dest: Storage, job_id: str, entry: PlanShard, present: Conta
         dest.put(layout.failed_items_key(job_id, entry.index), records.encode_lines(e.to_dict() for e in failed),
                  "application/x-ndjson")
     part = layout.index_part_key(job_id, entry.index)
-    dest.put(part, records.encode_lines(IndexEntry(key, layout.result_key(key), entry.index).to_dict()
-                                        for key in keys), "application/x-ndjson")
+    dest.put(part, index_part(keys, entry.index), "application/x-ndjson")
     return ShardOutcome(tally_shard(entry, summary, found, keep), IndexPart(entry.index, part, len(keys)), None)
 
 

@@ -24,6 +24,7 @@ from inference_pod.job.summary_records import (
     JobSummary,
     ResultsIndex,
     UnreadableManifest,
+    index_part,
 )
 from inference_pod.shard.messages import Exited, Fatal, ItemDone, Outcome, Ready, ShardProgress
 
@@ -239,3 +240,10 @@ def test_json_lines_round_trip_and_a_bad_line_is_named() -> None:
         list(records.decode_lines(data + b'{"key": 1}\n', ErrorEntry, "failed/00001.jsonl"))
     with pytest.raises(RecordError, match="line 1 is not valid JSON"):
         list(records.decode_lines(b"{not json\n", IndexEntry, "index/00000.jsonl"))
+
+
+def test_an_index_part_is_the_json_lines_of_its_entries() -> None:
+    keys = ["a.pdf", 'q"uote\\/x.png', "dé/ü.tif", "tab\tkey.jpg"]
+    expected = records.encode_lines(IndexEntry(k, layout.result_key(k), 7).to_dict() for k in keys)
+    assert index_part(keys, 7) == expected and index_part([], 7) == b""
+    assert list(records.decode_lines(expected, IndexEntry)) == [IndexEntry(k, layout.result_key(k), 7) for k in keys]
