@@ -4,8 +4,9 @@ storage (counts: `stored_counts`; the merge: `summary_merge`).
 One shard at a time: the output is listed once into `PresentResults` (8 bytes a stored result), then each shard's
 manifest and summary are read, its documents counted, its index part (`layout.index_part_key`) and, when it has
 failures, its failed list (`layout.failed_items_key`) written, and only its `ShardTally` kept. SUMMARY_WORKERS shards
-are in hand at once, so memory is bounded by that many of the largest shard, never by the job. index.json (the list
-of parts) and summary.json are written last: a reader that finds summary.json finds the files it names.
+are in hand at once, so the keys held are at most that many of the largest shard's, never the job's; what grows with
+the job is 8 bytes a stored result and one row a shard. index.json (the list of parts) and summary.json are written
+last: a reader that finds summary.json finds the files it names.
 Requests: the listing (N/1000), two GETs a shard (manifest, shard summary) as before, plus one PUT a shard (its index
 part) and one a shard with failures; a GET per result only where no shard summary covers it (`stored_counts`).
 
