@@ -11,6 +11,7 @@ Measurements:
   before   write_job_summary as it was (`git show BASE:` summary.py, stored_counts.py, summary_records.py)
   now      write_job_summary now (SUMMARY_WORKERS shards at once)
   now-1    write_job_summary now, one shard at a time
+  now-big  write_job_summary now, 10x the documents and the shards (the same shard size): what grows with the job
 RSS added = peak RSS (getrusage) - RSS after the store is built and before the measurement.
 Run: `python bench/summary.py --write` (under `/work/shared/heavy` on a shared machine).
 """
@@ -126,7 +127,7 @@ def measure(name: str, count: int, shards: int) -> dict[str, Any]:
     if name == "list":
         result["keys"] = sum(1 for _ in store.list())
     else:
-        kwargs = {"workers": 1} if name == "now-1" else {}
+        kwargs: dict[str, Any] = {"workers": 1} if name == "now-1" else {}
         written = writer.write_job_summary(store, JOB, **kwargs)
         items = written["items"]
         expected_failed = sum(1 for s in range(shards) for p in range(len(range(s, count, shards))) if failed(p))
@@ -154,11 +155,12 @@ def run_child(name: str, count: int, shards: int) -> dict[str, Any]:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def report(count: int, shards: int, results: dict[str, dict[str, Any]]) -> str:
+def report(count: int, shards: int, big: int, results: dict[str, dict[str, Any]]) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     rows = [("stream the output listing (floor)", "list"), (f"summary + index before (main {BASE})", "before"),
-            ("summary + index now", "now"), ("summary + index now, one shard at a time", "now-1")]
+            ("summary + index now", "now"), ("summary + index now, one shard at a time", "now-1"),
+            (f"summary + index now, {big:,} documents over {big * shards // count:,} shards", "now-big")]
     lines = [
         SECTION,
         "",
@@ -208,6 +210,7 @@ def main() -> None:
     parser.add_argument("--measure")
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=1_000)
+    parser.add_argument("--big-keys", type=int, default=10_000_000, help="documents of now-big (0: skip it)")
     parser.add_argument("--only", help="comma-separated measurements (default: all)")
     parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
     args = parser.parse_args()
@@ -215,10 +218,14 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.keys, args.shards)))
         return
     results = {}
-    for name in (args.only.split(",") if args.only else ("list", "before", "now", "now-1")):
-        results[name] = run_child(name, args.keys, args.shards)
+    every = ["list", "before", "now", "now-1"] + (["now-big"] if args.big_keys else [])
+    names = args.only.split(",") if args.only else every
+    for name in names:
+        big = name == "now-big"
+        keys, shards = (args.big_keys, args.big_keys * args.shards // args.keys) if big else (args.keys, args.shards)
+        results[name] = run_child("now" if big else name, keys, shards)
         print(name, results[name], file=sys.stderr, flush=True)
-    text = report(args.keys, args.shards, results)
+    text = report(args.keys, args.shards, args.big_keys, results)
     print(text)
     if args.write:
         write_section(text)

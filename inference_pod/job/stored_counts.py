@@ -22,12 +22,14 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 from inference_pod.job import layout, records
-from inference_pod.job.plan_table import SORT_RUN
 from inference_pod.job.result_record import ResultRecord
 from inference_pod.job.shard_records import ErrorEntry, ShardSummary
 from inference_pod.job.storage import ObjectInfo, Storage
 
 ResultReader = Callable[[str], ResultRecord | None]  # result key → the record, None when missing or not one
+# Hashes sorted at once: the sort's temporaries are Python ints (about 40 bytes a hash), so a run of 128 Ki costs ~5 MiB
+# where one of a million costs 40 (BENCHMARKS.md); merging the runs costs no more than the bigger sort.
+HASH_SORT_RUN = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,14 @@ class PresentResults:
 
     @classmethod
     def of(cls, listing: Iterable[ObjectInfo]) -> PresentResults:
-        """Stream `listing` (never kept); sorted in runs of SORT_RUN hashes, then merged, so the sort's
+        """Stream `listing` (never kept); sorted in runs of HASH_SORT_RUN hashes, then merged, so the sort's
         temporaries stay bounded."""
         own, runs, run = layout.JOB_DIR + "/", [], array("q")
         for info in listing:
             key = info.key
             if key.endswith(layout.RESULT_SUFFIX) and not key.startswith(own):
                 run.append(hash(key))
-                if len(run) >= SORT_RUN:
+                if len(run) >= HASH_SORT_RUN:
                     runs.append(array("q", sorted(run)))
                     run = array("q")
         runs.append(array("q", sorted(run)))

@@ -154,7 +154,7 @@ def test_write_job_summary_counts_the_objects_in_storage(tmp_path: Path) -> None
 
 
 def test_present_results_hold_the_result_keys_of_a_listing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stored_counts, "SORT_RUN", 7)  # several sorted runs, merged
+    monkeypatch.setattr(stored_counts, "HASH_SORT_RUN", 7)  # several sorted runs, merged
     keys = [f"d/{i:03d}.png.json" for i in range(50)] + ["d/notes.txt", f"{layout.JOB_DIR}/j/summary.json"]
     present = PresentResults.of(ObjectInfo(key, 1, "e") for key in reversed(keys))
     assert len(present) == 50 and all(f"d/{i:03d}.png.json" in present for i in range(50))
