@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_pod.job import layout, records
+from inference_pod.job.bounded import map_bounded
 from inference_pod.job.plan import manifest_key
 from inference_pod.job.shard_records import ErrorEntry
 from inference_pod.job.storage import ObjectNotFound, S3Settings, Storage, StorageError, open_storage
@@ -77,19 +78,24 @@ class JobFiles:
                                              "written by another OcrJob version; use the CLI of that version")
         return doc
 
-    def _lines(self, key: str, record_type: type[records.R], why: str) -> Iterator[records.R]:
-        """The records of the JSON-lines object at `key`, which must exist (`why` says who counts on it)."""
+    def _fetch(self, key: str, why: str) -> tuple[str, bytes]:
+        """The object at `key`, which must exist (`why` says who counts on it)."""
         try:
-            data = self.dest.get(key)
+            return key, self.dest.get(key)
         except ObjectNotFound:
             raise CliError(ExitCode.STORAGE, f"{self.uri(key)} does not exist, but {why}: the job's bookkeeping is "
                                              "incomplete; it is rewritten when the job summary is") from None
         except StorageError as exc:
             raise storage_error(exc, f"reading {self.uri(key)}") from exc
-        try:
-            yield from records.decode_lines(data, record_type, self.uri(key))
-        except records.RecordError as exc:
-            raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid: {exc}") from exc
+
+    def _lines(self, parts: Iterable[tuple[str, str]], record_type: type[records.R]) -> Iterator[records.R]:
+        """The records of the JSON-lines objects (`parts`: each key and why it must exist), in order; THREADS
+        fetched at once, at most twice as many held."""
+        for key, data in map_bounded(self._fetch, parts, THREADS, "ocrjob-cli"):
+            try:
+                yield from records.decode_lines(data, record_type, self.uri(key))
+            except records.RecordError as exc:
+                raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid: {exc}") from exc
 
     def uri(self, key: str) -> str:
         return f"{self.output_uri.rstrip('/')}/{key}"
@@ -113,9 +119,8 @@ class JobFiles:
         if "parts" not in index:  # v1
             yield from (entry["result"] for entry in index.get("results", []))
             return
-        for part in index["parts"]:
-            why = f"the results index lists it with {part['entries']} entries"
-            yield from (entry.result for entry in self._lines(part["key"], IndexEntry, why))
+        parts = ((part["key"], f"the results index lists it with {part['entries']} entries") for part in index["parts"])
+        yield from (entry.result for entry in self._lines(parts, IndexEntry))
 
     def failed_items(self, summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Every failed document of the job (as stored error entries): the summary's own list when it holds them
@@ -123,11 +128,10 @@ class JobFiles:
         if not summary.get("failed_items_truncated"):
             yield from summary.get("failed_items", [])
             return
-        for shard in summary.get("shards", []):
-            if shard.get("failed"):
-                why = f"the job summary counts {shard['failed']} failed documents in shard {shard['index']}"
-                key = layout.failed_items_key(self.uid, shard["index"])
-                yield from (entry.to_dict() for entry in self._lines(key, ErrorEntry, why))
+        parts = ((layout.failed_items_key(self.uid, shard["index"]),
+                  f"the job summary counts {shard['failed']} failed documents in shard {shard['index']}")
+                 for shard in summary.get("shards", []) if shard.get("failed"))
+        yield from (entry.to_dict() for entry in self._lines(parts, ErrorEntry))
 
     def with_failed_items(self, summary: dict[str, Any], limit: int | None = None) -> dict[str, Any]:
         """The summary with `failed_items` holding every failed document (in key order), or its first `limit`;
