@@ -480,9 +480,9 @@ def results(
         files = JobFiles(job, s3_settings(job.get("spec") or {}, s3_endpoint, s3_region))
         summary = require_summary(files, job)
         if output != "table":
-            _print_doc(summary, output)
+            _print_doc(files.with_failed_items(summary), output)  # every failed document, not the summary's first
         else:
-            out.print(results_view(name, summary, None if limit <= 0 else limit))
+            out.print(results_view(name, files.with_failed_items(summary, None if limit <= 0 else limit)))
         if download is not None:
             count = download_results(files, summary, download, failed_only)
             err.print(f"downloaded {count} result object(s) and the summary to {download}", soft_wrap=True)

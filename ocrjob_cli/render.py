@@ -152,6 +152,8 @@ def _device(report: Any) -> str:
 
 
 def results_view(name: str, summary: dict[str, Any], limit: int | None = 20) -> RenderableType:
+    """The job summary as a table; its `failed_items` shown up to `limit`, counted from `failed_items_total` (the
+    caller puts the failed documents to show there: `JobFiles.with_failed_items`)."""
     items = summary.get("items") or {}
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True)
@@ -182,14 +184,15 @@ def results_view(name: str, summary: dict[str, Any], limit: int | None = 20) -> 
                            str(s.get("attempt") or ""))
         parts += [Text(""), shards]
     failed = summary.get("failed_items") or []
-    if failed:
+    total = summary.get("failed_items_total", len(failed))
+    if total:
         shown = failed if limit is None else failed[:limit]
         table = Table("KEY", "CODE", "MESSAGE", box=None, pad_edge=False, header_style="bold red",
-                      title=f"Failed items ({len(failed)})", title_justify="left")
+                      title=f"Failed items ({total})", title_justify="left")
         for item in shown:
             table.add_row(escape(item.get("key", "")), item.get("code", ""), escape(item.get("message", "")))
         parts += [Text(""), table]
-        if len(shown) < len(failed):
-            parts.append(Text(f"... and {len(failed) - len(shown)} more (--limit 0 shows all, -o json for machines)"))
+        if len(shown) < total:
+            parts.append(Text(f"... and {total - len(shown)} more (--limit 0 shows all, -o json for machines)"))
         parts.append(Text(f"Re-run them with: ocrjob retry {name}", style="bold"))
     return Group(*parts)

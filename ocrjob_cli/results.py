@@ -5,21 +5,29 @@ a person sees exactly what their own access allows. The endpoint is `--s3-endpoi
 OCRJOB_S3_ENDPOINT / AWS_ENDPOINT_URL, else the job's `spec.s3.endpoint` (which may be an in-cluster address
 the user's machine cannot reach, hence the overrides). Locations come from the job: `spec.output.uri` and
 the job's uid, which is where the operator writes the plan and summary (`status.summaryLocation`).
+
+Failed documents: summary.json holds the first FAILED_ITEMS_IN_SUMMARY; when it says it holds fewer than there are
+(`failed_items_truncated`), every one is read from the failed/ part of each shard that counts failures. Summaries and
+indexes of schema v1 (every failed document and every result in one object) are still read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from inference_pod.job import layout, records
+from inference_pod.job.bounded import map_bounded
 from inference_pod.job.plan import manifest_key
+from inference_pod.job.shard_records import ErrorEntry
 from inference_pod.job.storage import ObjectNotFound, S3Settings, Storage, StorageError, open_storage
+from inference_pod.job.summary_records import IndexEntry
 from ocrjob_cli.exit import CliError, ExitCode
 
 THREADS = 16  # parallel S3 requests for checks, deletions and downloads
@@ -53,29 +61,91 @@ class JobFiles:
         except (ValueError, StorageError) as exc:
             raise storage_error(exc, f"opening {self.output_uri}") from exc
 
-    def _record(self, key: str, schema: str) -> dict[str, Any] | None:
+    def _record(self, key: str, schema: str, *older: str) -> dict[str, Any] | None:
         """The record at `key` as the JSON object stored (None when it does not exist). The CLI shows what is
-        stored, as stored, so it takes the object as it is and checks only that it is one of that schema."""
+        stored, as stored, so it takes the object as it is and checks only that it is one of that schema (or of an
+        `older` one it still reads)."""
         try:
-            return records.load_record(self.dest, key, schema)
+            doc = records.load_record(self.dest, key, None if older else schema)
         except ObjectNotFound:
             return None
         except StorageError as exc:
             raise storage_error(exc, f"reading {self.uri(key)}") from exc
         except records.RecordError as exc:
             raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid JSON of schema {schema}: {exc}") from exc
+        if doc.get("schema", schema) not in (schema, *older):
+            raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is of schema {doc.get('schema')}, not {schema}: "
+                                             "written by another OcrJob version; use the CLI of that version")
+        return doc
+
+    def _fetch(self, key: str, why: str) -> tuple[str, bytes]:
+        """The object at `key`, which must exist (`why` says who counts on it)."""
+        try:
+            return key, self.dest.get(key)
+        except ObjectNotFound:
+            raise CliError(ExitCode.STORAGE, f"{self.uri(key)} does not exist, but {why}: the job's bookkeeping is "
+                                             "incomplete; it is rewritten when the job summary is") from None
+        except StorageError as exc:
+            raise storage_error(exc, f"reading {self.uri(key)}") from exc
+
+    def _lines(self, parts: Iterable[tuple[str, str]], record_type: type[records.R]) -> Iterator[records.R]:
+        """The records of the JSON-lines objects (`parts`: each key and why it must exist), in order; THREADS
+        fetched at once, at most twice as many held."""
+        for key, data in map_bounded(self._fetch, parts, THREADS, "ocrjob-cli"):
+            try:
+                yield from records.decode_lines(data, record_type, self.uri(key))
+            except records.RecordError as exc:
+                raise CliError(ExitCode.STORAGE, f"{self.uri(key)} is not valid: {exc}") from exc
 
     def uri(self, key: str) -> str:
         return f"{self.output_uri.rstrip('/')}/{key}"
 
     def summary(self) -> dict[str, Any] | None:
-        return self._record(layout.job_summary_key(self.uid), records.JOB_SUMMARY_SCHEMA)
+        return self._record(layout.job_summary_key(self.uid), records.JOB_SUMMARY_SCHEMA,
+                            records.JOB_SUMMARY_V1_SCHEMA)
 
     def plan(self) -> dict[str, Any] | None:
         return self._record(layout.plan_key(self.uid), records.PLAN_SCHEMA)
 
     def index(self) -> dict[str, Any] | None:
-        return self._record(layout.job_index_key(self.uid), records.INDEX_SCHEMA)
+        return self._record(layout.job_index_key(self.uid), records.INDEX_SCHEMA, records.INDEX_V1_SCHEMA)
+
+    def result_keys(self) -> Iterator[str]:
+        """Every planned document's result key, from the results index: its per-shard parts (a v1 index lists
+        them itself). NOT_FOUND when the job has no index."""
+        index = self.index()
+        if index is None:
+            raise CliError(ExitCode.NOT_FOUND, f"no results index at {self.uri(layout.job_index_key(self.uid))}")
+        if "parts" not in index:  # v1
+            yield from (entry["result"] for entry in index.get("results", []))
+            return
+        parts = ((part["key"], f"the results index lists it with {part['entries']} entries") for part in index["parts"])
+        yield from (entry.result for entry in self._lines(parts, IndexEntry))
+
+    def failed_items(self, summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every failed document of the job (as stored error entries): the summary's own list when it holds them
+        all, else the failed/ part of each shard whose entry counts failures, shard by shard, each in key order."""
+        if not summary.get("failed_items_truncated"):
+            yield from summary.get("failed_items", [])
+            return
+        parts = ((layout.failed_items_key(self.uid, shard["index"]),
+                  f"the job summary counts {shard['failed']} failed documents in shard {shard['index']}")
+                 for shard in summary.get("shards", []) if shard.get("failed"))
+        yield from (entry.to_dict() for entry in self._lines(parts, ErrorEntry))
+
+    def with_failed_items(self, summary: dict[str, Any], limit: int | None = None) -> dict[str, Any]:
+        """The summary with `failed_items` holding every failed document (in key order), or its first `limit`;
+        `failed_items_truncated` then says whether some are left out."""
+        held = summary.get("failed_items", [])
+        total = summary.get("failed_items_total", len(held))
+        if limit is not None and (limit <= len(held) or not summary.get("failed_items_truncated")):
+            items = held[:limit]  # the summary's are the job's first by key
+        else:
+            items = list(islice(self.failed_items(summary), limit))
+            if limit is None:
+                items.sort(key=lambda item: item["key"])
+        return {**summary, "failed_items": items, "failed_items_total": total,
+                "failed_items_truncated": len(items) < total}
 
     def shard_keys(self, manifest_key: str) -> list[str]:
         doc = self._record(manifest_key, records.MANIFEST_SCHEMA) or {}
@@ -137,9 +207,10 @@ def unfinished_shards(summary: dict[str, Any] | None, plan: dict[str, Any]) -> l
     return [s["index"] for s in shards if s.get("status") != "succeeded"]
 
 
-def candidate_keys(summary: dict[str, Any] | None, unfinished_items: Iterable[str]) -> list[str]:
-    """Every key that may need another run: the summary's failed items plus the items of unfinished shards."""
-    keys = {item["key"] for item in (summary or {}).get("failed_items", [])}
+def candidate_keys(failed_items: Iterable[dict[str, Any]], unfinished_items: Iterable[str]) -> list[str]:
+    """Every key that may need another run: the job's failed items (all of them, `JobFiles.failed_items`) plus the
+    items of unfinished shards."""
+    keys = {item["key"] for item in failed_items}
     keys.update(unfinished_items)
     return sorted(keys)
 
@@ -181,7 +252,7 @@ def retry_plan(files: JobFiles, job: dict[str, Any]) -> RetryPlan:
     summary = files.summary()
     unfinished = [key for index in unfinished_shards(summary, plan)
                   for key in files.shard_keys(manifest_key(plan, index))]
-    return classify(candidate_keys(summary, unfinished), files.result)
+    return classify(candidate_keys(files.failed_items(summary) if summary else (), unfinished), files.result)
 
 
 def delete_error_records(files: JobFiles, keys: list[str], threads: int = THREADS) -> None:
@@ -194,12 +265,9 @@ def download_results(files: JobFiles, summary: dict[str, Any], dest: Path, faile
                      threads: int = THREADS) -> int:
     """Result objects into `dest` (same relative keys), plus the summary. Returns how many results came."""
     if failed_only:
-        keys = [layout.result_key(item["key"]) for item in summary.get("failed_items", [])]
+        keys = [layout.result_key(item["key"]) for item in files.failed_items(summary)]
     else:
-        index = files.index()
-        if index is None:
-            raise CliError(ExitCode.NOT_FOUND, f"no results index at {files.uri(layout.job_index_key(files.uid))}")
-        keys = [entry["result"] for entry in index.get("results", [])]
+        keys = list(files.result_keys())
     root = dest.resolve()
     targets = [(key, (root / key).resolve()) for key in keys]
     for key, path in targets:

@@ -12,7 +12,14 @@ under ``<output>/_ocrjob/<job-id>/``:
     probes/<id>.json        short-lived objects of the planner's check that the store honours create-if-absent
     progress/NNNNN.json     heartbeat/progress records, rewritten every few seconds by a running shard
     summaries/NNNNN.json    the final summary of each shard
-    summary.json            the job summary; index.json lists every result object
+    summary.json            the job summary: counts, shards and the first FAILED_ITEMS_IN_SUMMARY failed documents
+    failed/NNNNN.jsonl      every failed document of shard NNNNN, one error entry a line, in key order; written only
+                            for a shard whose summary entry counts `failed` > 0 (a file left from an earlier write
+                            for a shard that now has none is not read: the summary says which files count)
+    index/NNNNN.jsonl       one line per planned document of shard NNNNN: its key, its result key and the shard
+    index.json              the results index: lists the index/ objects (one per shard with a readable manifest)
+
+Written once per shard, `failed/` and `index/` keep every file bounded by its shard, never by the job.
 """
 
 from __future__ import annotations
@@ -97,3 +104,16 @@ def job_summary_key(job_id: str) -> str:
 def job_index_key(job_id: str) -> str:
     return f"{job_dir(job_id)}/index.json"
 
+
+def index_part_key(job_id: str, index: int) -> str:
+    """Shard `index`'s part of the results index (JSON lines); index.json lists the parts written."""
+    return f"{job_dir(job_id)}/index/{index:05d}.jsonl"
+
+
+def failed_items_dir(job_id: str) -> str:
+    return f"{job_dir(job_id)}/failed/"
+
+
+def failed_items_key(job_id: str, index: int) -> str:
+    """Every failed document of shard `index` (JSON lines), for a shard the job summary counts failures of."""
+    return f"{failed_items_dir(job_id)}{index:05d}.jsonl"

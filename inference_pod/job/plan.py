@@ -19,13 +19,12 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from inference_pod.job import layout, records
+from inference_pod.job.bounded import run_bounded
 from inference_pod.job.errors import PlanError, PlanTooLarge
 from inference_pod.job.plan_balance import Assignment, balance
 from inference_pod.job.plan_records import Item, Plan, PlanShard, encode_manifest, item_json, manifest_header
@@ -264,21 +263,8 @@ def _delete_quietly(dest: Storage, keys: Iterable[str]) -> None:
 
 
 def _run_bounded(call: Callable[..., None], calls: Iterable[tuple[Any, ...]]) -> None:
-    """`call(*args)` for each args on MANIFEST_WRITERS threads, at most twice as many submitted and not done; `calls`
-    is consumed only as they finish, so a lazy one (encoding manifests) holds that many at once. The first failure
-    (in submission order) stops the submissions and is raised once the calls in flight are done."""
-    pending: deque[Future[None]] = deque()
-    with ThreadPoolExecutor(MANIFEST_WRITERS, thread_name_prefix="ocrjob-plan") as pool:
-        try:
-            for args in calls:
-                pending.append(pool.submit(call, *args))
-                if len(pending) >= 2 * MANIFEST_WRITERS:
-                    pending.popleft().result()
-            while pending:
-                pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+    """`call(*args)` for each args on MANIFEST_WRITERS threads, at most twice as many held (`bounded.run_bounded`)."""
+    run_bounded(call, calls, MANIFEST_WRITERS, "ocrjob-plan")
 
 
 def _same_locations(plan: Plan, job_id: str, input_uri: str, output_uri: str) -> Plan:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from inference_pod.job.errors import ObjectNotFound, ObjectTooLarge
@@ -27,8 +27,13 @@ PROGRESS_SCHEMA = "ocrjob.progress/v1"
 SHARD_SUMMARY_SCHEMA = "ocrjob.shard-summary/v1"
 PLAN_SCHEMA = "ocrjob.plan/v1"
 MANIFEST_SCHEMA = "ocrjob.shard/v1"
-JOB_SUMMARY_SCHEMA = "ocrjob.job-summary/v1"
-INDEX_SCHEMA = "ocrjob.index/v1"
+# v2: `failed_items` holds at most FAILED_ITEMS_IN_SUMMARY documents (the rest in layout.failed_items_key files), and
+# index.json lists per-shard JSONL parts instead of every result. v1 (every failed document, every result in one
+# object) is no longer written; the CLI still reads it for jobs summarised before.
+JOB_SUMMARY_SCHEMA = "ocrjob.job-summary/v2"
+JOB_SUMMARY_V1_SCHEMA = "ocrjob.job-summary/v1"
+INDEX_SCHEMA = "ocrjob.index/v2"
+INDEX_V1_SCHEMA = "ocrjob.index/v1"
 
 
 class RecordError(ValueError):
@@ -149,6 +154,27 @@ def utc_iso(epoch: float | None = None) -> str:
 
 def encode(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_lines(docs: Iterable[Mapping[str, Any]]) -> bytes:
+    """JSON lines: one `encode`d record a line (the per-shard parts of the index and of the failed documents)."""
+    return b"".join(encode(doc) + b"\n" for doc in docs)
+
+
+def decode_lines(data: bytes, record_type: type[R], where: str = "") -> Iterator[R]:
+    """The typed records of JSON lines (blank lines skipped); RecordError names the line (and `where`, the object)
+    of the first that is not one."""
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise RecordError(record_type.NAME, "", f"{where} line {number} is not valid JSON ({exc})") from exc
+        try:
+            yield record_type.from_dict(doc)
+        except RecordError as exc:
+            raise RecordError(exc.record, exc.field, f"{exc.problem} ({where} line {number})") from exc
 
 
 def _is_record(doc: Any, schema: str | None) -> bool:

@@ -35,6 +35,7 @@ from inference_pod.shard.config import LoaderConfig
 from inference_pod.shard.messages import Outcome, ShardProgress
 
 log = logging.getLogger("ocrjob.runner")
+FAILED_SHOWN = 10  # failed documents printed at the end of a run; the summary says where the rest are
 
 
 class DevicesError(ValueError):
@@ -234,10 +235,13 @@ def print_summary(console: Console, summary: dict, codes: dict[int, int], log_di
         f"(already done), {items['pending']} pending; pages: {items['pages']}{no_text_note(items)}; "
         f"results in {summary['output']}"
     )
-    for failure in summary["failed_items"][:10]:
+    for failure in summary["failed_items"][:FAILED_SHOWN]:
         console.print(f"  [red]✗[/] {failure['key']}: {failure['code']}: {failure['message']}")
-    if len(summary["failed_items"]) > 10:
-        console.print(f"  … {len(summary['failed_items']) - 10} more in {layout.job_summary_key(summary['job_id'])}")
+    total = summary.get("failed_items_total", len(summary["failed_items"]))
+    if total > FAILED_SHOWN:
+        where = (layout.failed_items_dir(summary["job_id"]) + "*.jsonl" if summary.get("failed_items_truncated")
+                 else layout.job_summary_key(summary["job_id"]))
+        console.print(f"  … {total - FAILED_SHOWN} more; every one in {summary['output'].rstrip('/')}/{where}")
     for shard in summary["shards"]:
         code = codes.get(shard["index"], exit_codes.SUCCEEDED)
         if code != exit_codes.SUCCEEDED and shard["status"] in ("pending", NO_SUMMARY):

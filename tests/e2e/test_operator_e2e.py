@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from inference_pod.job import layout
+from inference_pod.job import layout, records
 from inference_pod.job.plan import manifest_key
+from inference_pod.job.summary_records import IndexEntry
 from ocrjob_operator.api import rbac
 from ocrjob_operator.api.client import Client, KubeError
 from ocrjob_operator.api.names import LABEL_JOB
@@ -94,7 +95,9 @@ def test_job_over_20_documents_succeeds_within_parallelism_across_an_operator_re
     assert [s["status"] for s in summary["shards"]] == ["succeeded"] * 4
     assert all(s["devices"] and s["seconds"] for s in summary["shards"])
     index = env.result(f"out/{layout.job_index_key(uid)}")
-    assert sorted(e["source"] for e in index["results"]) == sorted(corpus)
+    sources = [entry.source for part in index["parts"] for entry in records.decode_lines(
+        env.s3.get_object(Bucket=env.bucket, Key=f"out/{part['key']}")["Body"].read(), IndexEntry)]
+    assert sorted(sources) == sorted(corpus) and index["entries"] == len(corpus)
     events = reasons(env, "ocr20")
     assert events.index("Planned") < events.index("ShardStarted")
     assert events.count("ShardStarted") == 4 and "Succeeded" in events

@@ -58,4 +58,6 @@ class MemoryStorage:
             self.objects.pop(key, None)
 
     def download_file(self, key: str, dest: Path) -> None:
-        dest.write_bytes(self.get(key))
+        data = self.get(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)  # as LocalStorage and S3Storage do
+        dest.write_bytes(data)

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from inference_pod.job import layout
+from inference_pod.job import layout, records
 from inference_pod.job.storage import LocalStorage, S3Settings
+from inference_pod.job.summary import write_job_summary
+from inference_pod.job.summary_records import FAILED_ITEMS_IN_SUMMARY
 from ocrjob_cli.exit import CliError, ExitCode
+from ocrjob_cli.render import results_view
 from ocrjob_cli.results import (
     JobFiles,
     candidate_keys,
@@ -22,6 +25,8 @@ from ocrjob_cli.results import (
     s3_settings,
     unfinished_shards,
 )
+from tests.support.memory_storage import MemoryStorage
+from tests.support.summary_jobs import doc_key, failing_job
 
 UID = "uid-1"
 
@@ -51,8 +56,13 @@ class Output:
         for i, keys in shards.items():
             self.put(layout.plan_manifest_key(UID, plan_id, i),
                      {"items": [{"key": k, "size": 1, "etag": "e"} for k in keys]})
-        self.put(layout.job_index_key(UID), {"results": [{"source": k, "result": layout.result_key(k), "shard": i}
-                                                         for i, keys in shards.items() for k in keys]})
+        parts = []
+        for i, keys in shards.items():
+            parts.append({"shard": i, "key": layout.index_part_key(UID, i), "entries": len(keys)})
+            self.storage.put(parts[-1]["key"], records.encode_lines(
+                {"source": k, "result": layout.result_key(k), "shard": i} for k in keys))
+        self.put(layout.job_index_key(UID), {"schema": records.INDEX_SCHEMA, "job_id": UID, "output": "s3://bkt/out",
+                                             "parts": parts})
 
     def result(self, key: str, status: str) -> None:
         self.put(layout.result_key(key), {"status": status, "source": {"key": key}})
@@ -82,7 +92,7 @@ def test_candidates_are_failed_items_and_items_of_unfinished_shards() -> None:
     assert unfinished_shards(summary, plan) == [1, 2]
     assert unfinished_shards({"status": "failed", "reason": "PodRejected"}, plan) == [0, 1, 2]
     assert unfinished_shards(None, plan) == [0, 1, 2]
-    assert candidate_keys(summary, ["c.png", "a.png"]) == ["a.png", "b.png", "c.png"]
+    assert candidate_keys(summary["failed_items"], ["c.png", "a.png"]) == ["a.png", "b.png", "c.png"]
 
 
 def test_classify_keeps_good_results() -> None:
@@ -156,3 +166,58 @@ def test_writes_stay_under_the_job_output(out: Output) -> None:
     assert out.storage.exists("_ocrjob/uid-1/retries/r.json")
     with pytest.raises(CliError, match="refusing"):
         files.put("s3://bkt/elsewhere/r.json", b"{}")
+
+
+def test_download_reads_an_index_of_schema_v1(out: Output, tmp_path: Path) -> None:
+    out.plan({0: ["a.png"]})
+    out.result("a.png", "ok")
+    out.put(layout.job_index_key(UID), {"schema": records.INDEX_V1_SCHEMA, "results": [
+        {"source": "a.png", "result": layout.result_key("a.png"), "shard": 0}]})
+    assert download_results(out.files(), {}, tmp_path / "v1") == 1
+    out.put(layout.job_index_key(UID), {"schema": "ocrjob.index/v9", "parts": []})
+    with pytest.raises(CliError, match="written by another OcrJob version") as err:
+        download_results(out.files(), {}, tmp_path / "v9")
+    assert err.value.code is ExitCode.STORAGE
+
+
+def test_results_and_retry_see_every_failed_document_beyond_the_summary_cap(tmp_path: Path) -> None:
+    store = MemoryStorage("s3://bkt/out")
+    failed = set(range(0, FAILED_ITEMS_IN_SUMMARY * 2 + 10, 2))  # more than the summary holds, over every shard
+    failing_job(store, UID, FAILED_ITEMS_IN_SUMMARY * 2 + 40, failed, shards=7)
+    write_job_summary(store, UID)
+    files = JobFiles(job(), S3Settings(), opener=lambda uri, settings: store)
+    summary = files.summary()
+    assert summary is not None and summary["schema"] == records.JOB_SUMMARY_SCHEMA
+    assert (len(summary["failed_items"]), summary["failed_items_total"]) == (FAILED_ITEMS_IN_SUMMARY, len(failed))
+    every = sorted(doc_key(i) for i in failed)
+    # results -o json: every failed document; the table: the count of all, the first by key.
+    complete = files.with_failed_items(summary)
+    assert [item["key"] for item in complete["failed_items"]] == every and not complete["failed_items_truncated"]
+    assert files.with_failed_items(summary, 5)["failed_items"] == summary["failed_items"][:5]
+    beyond = files.with_failed_items(summary, FAILED_ITEMS_IN_SUMMARY + 3)
+    assert len(beyond["failed_items"]) == FAILED_ITEMS_IN_SUMMARY + 3 and beyond["failed_items_truncated"]
+    shown = _text(results_view("scans", files.with_failed_items(summary, 20), 20))
+    assert f"Failed items ({len(failed)})" in shown and f"and {len(failed) - 20} more" in shown
+    # retry: every error record, none of the good results.
+    plan = retry_plan(files, job("Succeeded"))
+    assert plan.keys == every and plan.error_records == every and plan.ok == 0
+    assert download_results(files, summary, tmp_path / "failed", failed_only=True) == len(failed)
+
+
+def test_a_missing_failed_list_is_an_error_not_fewer_failures(tmp_path: Path) -> None:
+    store = MemoryStorage("s3://bkt/out")
+    failing_job(store, UID, FAILED_ITEMS_IN_SUMMARY + 20, set(range(FAILED_ITEMS_IN_SUMMARY + 10)), shards=2)
+    write_job_summary(store, UID)
+    store.delete(layout.failed_items_key(UID, 1))
+    files = JobFiles(job(), S3Settings(), opener=lambda uri, settings: store)
+    with pytest.raises(CliError, match="failed/00001.jsonl does not exist, but the job summary counts") as err:
+        retry_plan(files, job("Succeeded"))
+    assert err.value.code is ExitCode.STORAGE
+
+
+def _text(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(renderable)
+    return console.export_text()

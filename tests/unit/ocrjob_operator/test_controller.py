@@ -298,7 +298,8 @@ def test_summary_is_written_even_when_a_shard_manifest_is_damaged(world) -> None
     assert summary["status"] == "failed"
     index = json.loads(storage.dest.get(layout.job_index_key(UID)))
     assert [entry["shard"] for entry in index["unreadable_manifests"]] == [1]
-    assert index["results"] and {entry["shard"] for entry in index["results"]} == {0}
+    assert [part["shard"] for part in index["parts"]] == [0] and index["entries"] == 4
+    assert {json.loads(line)["shard"] for line in storage.dest.get(index["parts"][0]["key"]).splitlines()} == {0}
     assert summary["failed_shards"][0]["reason"] == "InvalidInput"
 
 

@@ -17,7 +17,15 @@ from inference_pod.job.records import RecordError, encode
 from inference_pod.job.result_record import Line, Page, ResultContext, ResultError, ResultRecord, Source
 from inference_pod.job.shard_records import ErrorEntry, Heartbeat, ItemCounts, ShardContext, ShardSummary, Throughput
 from inference_pod.job.storage import LocalStorage
-from inference_pod.job.summary_records import IndexEntry, JobShard, JobSummary, ResultsIndex, UnreadableManifest
+from inference_pod.job.summary_records import (
+    IndexEntry,
+    IndexPart,
+    JobShard,
+    JobSummary,
+    ResultsIndex,
+    UnreadableManifest,
+    index_part,
+)
 from inference_pod.shard.messages import Exited, Fatal, ItemDone, Outcome, Ready, ShardProgress
 
 CONTEXT = ShardContext(({"kind": "gpu", "paddle_device": "gpu:0"},), {"det": "d", "rec": "r"}, 2, "1", "job-s0-a1")
@@ -45,9 +53,12 @@ JOB = JobSummary("j", "s3://b/in", "s3://b/out", "failed", "2026-01-01T00:02:00Z
                  (JobShard(0, 10, "succeeded", CONTEXT.devices, 60.0, Throughput(0.1, 0.2), "1"),
                   JobShard(1, 2, "pending")),
                  {"kubernetes": {"name": "scans"}, "failed_shards": [{"index": 1}]})
-INDEX = ResultsIndex("j", "s3://b/out", (IndexEntry("a.pdf", "a.pdf.json", 0),),
+INDEX = ResultsIndex("j", "s3://b/out", (IndexPart(0, layout.index_part_key("j", 0), 1),),
                      (UnreadableManifest(1, "m1", "not found"),))
-RECORDS = [OK, ERROR, MANIFEST, PLAN, HEARTBEAT, SUMMARY, ShardSummary.early_failure(75, "no GPU"), JOB, INDEX,
+TRUNCATED = JobSummary("j", "s3://b/in", "s3://b/out", "failed", "2026-01-01T00:02:00Z", COUNTS,
+                       failed_items=(ErrorEntry("x.png", "corrupt", "m"),), failed_items_total=3)
+RECORDS = [OK, ERROR, MANIFEST, PLAN, HEARTBEAT, SUMMARY, ShardSummary.early_failure(75, "no GPU"), JOB, TRUNCATED,
+           INDEX, IndexEntry("a.pdf", "a.pdf.json", 0),
            MANIFEST.items[0], PLAN.shards[0], COUNTS, ERROR.error, SOURCE, PAGE, NO_TEXT_PAGE]
 
 
@@ -126,7 +137,7 @@ def _error(record_type: Any, doc: Any) -> RecordError:
         (ResultRecord, lambda d: d.update(status="maybe"), "status"),
         (ResultRecord, lambda d: d["pages"][1]["lines"][0].update(polygon=[["x", 1]]), "pages[1].lines[0].polygon"),
         (ResultRecord, lambda d: d.update(error=None, status="error"), "error"),
-        (ResultsIndex, lambda d: d["results"][0].pop("shard"), "results[0].shard"),
+        (ResultsIndex, lambda d: d["parts"][0].pop("shard"), "parts[0].shard"),
     ],
 )
 def test_from_dict_names_the_record_and_the_field(record_type: Any, change: Any, field: str) -> None:
@@ -240,3 +251,27 @@ def test_an_item_done_knows_whether_it_is_an_error() -> None:
     assert ItemDone(0, "a", Outcome.FAILED).is_error and not ItemDone(0, "a", Outcome.OK).is_error
     assert ItemDone(0, "a", Outcome.SKIPPED, previous_failed=True).is_error
     assert not ItemDone(0, "a", Outcome.SKIPPED).is_error
+
+
+def test_a_job_summary_says_when_its_failed_items_are_cut() -> None:
+    assert (TRUNCATED.to_dict()["failed_items_total"], TRUNCATED.to_dict()["failed_items_truncated"]) == (3, True)
+    assert (JOB.failed_items_total, JOB.failed_items_truncated) == (1, False)
+    old = {key: value for key, value in JOB.to_dict().items() if not key.startswith("failed_items_")}
+    assert JobSummary.from_dict(old).failed_items_total == 1  # a v1 summary listed every failed item
+
+
+def test_json_lines_round_trip_and_a_bad_line_is_named() -> None:
+    entries = [ErrorEntry("a.png", "corrupt", "m"), ErrorEntry("b.png", "empty", "", earlier=True)]
+    data = records.encode_lines(e.to_dict() for e in entries)
+    assert data.count(b"\n") == 2 and list(records.decode_lines(data, ErrorEntry)) == entries
+    with pytest.raises(RecordError, match="failed/00001.jsonl line 3"):
+        list(records.decode_lines(data + b'{"key": 1}\n', ErrorEntry, "failed/00001.jsonl"))
+    with pytest.raises(RecordError, match="line 1 is not valid JSON"):
+        list(records.decode_lines(b"{not json\n", IndexEntry, "index/00000.jsonl"))
+
+
+def test_an_index_part_is_the_json_lines_of_its_entries() -> None:
+    keys = ["a.pdf", 'q"uote\\/x.png', "dé/ü.tif", "tab\tkey.jpg"]
+    expected = records.encode_lines(IndexEntry(k, layout.result_key(k), 7).to_dict() for k in keys)
+    assert index_part(keys, 7) == expected and index_part([], 7) == b""
+    assert list(records.decode_lines(expected, IndexEntry)) == [IndexEntry(k, layout.result_key(k), 7) for k in keys]

@@ -3,16 +3,25 @@ summary, a retry or a failed attempt cannot make them disagree with what is stor
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
-from inference_pod.job import layout, records
+import pytest
+
+from inference_pod.job import layout, records, stored_counts
+from inference_pod.job.plan import read_plan
 from inference_pod.job.plan_records import Item, Manifest, Plan, PlanShard
 from inference_pod.job.result_record import Page, ResultContext
-from inference_pod.job.shard_records import ShardSummary
-from inference_pod.job.storage import LocalStorage
-from inference_pod.job.stored_counts import StoredShard, count_shard, count_stored, covers
-from inference_pod.job.summary import NO_SUMMARY, build_job_summary, write_job_summary
+from inference_pod.job.shard_records import ErrorEntry, ShardSummary
+from inference_pod.job.storage import LocalStorage, ObjectInfo
+from inference_pod.job.stored_counts import PresentResults, StoredShard, count_shard, count_stored, covers
+from inference_pod.job.summary import NO_SUMMARY, build_job_summary, read_shard_summaries, write_job_summary
+from inference_pod.job.summary_merge import JobMerge, ShardTally
+from inference_pod.job.summary_records import FAILED_ITEMS_IN_SUMMARY, IndexEntry, JobShard
 from inference_pod.shard import results
+from tests.support.memory_storage import MemoryStorage
+from tests.support.summary_jobs import doc_key, failing_job
 
 PLAN_ID = "0123456789abcdef"
 
@@ -130,5 +139,94 @@ def test_write_job_summary_counts_the_objects_in_storage(tmp_path: Path) -> None
     assert [(s["status"], s["ok"], s["failed"], s["pending"]) for s in job["shards"]] == [
         (NO_SUMMARY, 1, 1, 0), ("succeeded", 1, 0, 1)]
     assert [e["key"] for e in job["failed_items"]] == ["b.png"]
+    assert (job["failed_items_total"], job["failed_items_truncated"]) == (1, False)
     stored = count_stored(dest, keys, {0: None, 1: None})
     assert stored[0].read == 2 and stored[1].read == 1
+    # The index: one JSONL part per shard, listed by index.json; the failed list only for the shard with failures.
+    index = records.load_record(dest, layout.job_index_key("j"), records.INDEX_SCHEMA)
+    assert [(part["shard"], part["key"], part["entries"]) for part in index["parts"]] == [
+        (0, layout.index_part_key("j", 0), 2), (1, layout.index_part_key("j", 1), 2)]
+    lines = list(records.decode_lines(dest.get(layout.index_part_key("j", 1)), IndexEntry))
+    assert lines == [IndexEntry("c.png", "c.png.json", 1), IndexEntry("d.png", "d.png.json", 1)]
+    assert list(records.decode_lines(dest.get(layout.failed_items_key("j", 0)), ErrorEntry)) == [
+        ErrorEntry("b.png", "corrupt", "bad")]
+    assert not dest.exists(layout.failed_items_key("j", 1))
+
+
+def test_present_results_hold_the_result_keys_of_a_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stored_counts, "HASH_SORT_RUN", 7)  # several sorted runs, merged
+    keys = [f"d/{i:03d}.png.json" for i in range(50)] + ["d/notes.txt", f"{layout.JOB_DIR}/j/summary.json"]
+    present = PresentResults.of(ObjectInfo(key, 1, "e") for key in reversed(keys))
+    assert len(present) == 50 and all(f"d/{i:03d}.png.json" in present for i in range(50))
+    assert "d/050.png.json" not in present and "d/notes.txt" not in present
+    assert f"{layout.JOB_DIR}/j/summary.json" not in present  # the job's own bookkeeping is not a result
+    assert len(PresentResults.of([])) == 0 and "a.json" not in PresentResults.of([])
+
+
+def _tally(index: int, keys: list[str]) -> ShardTally:
+    from collections import Counter
+
+    errors = tuple(ErrorEntry(key, "corrupt", "m") for key in sorted(keys))
+    return ShardTally(JobShard(index, len(keys), "succeeded", failed=len(keys)), Counter(failed=len(keys)),
+                      Counter(corrupt=len(keys)), errors[:3])
+
+
+def test_the_merge_keeps_the_first_failed_items_by_key_and_never_more_than_a_few_times_the_cap() -> None:
+    plan = Plan("j", "0123456789abcdef", "in", "out", "2026-01-01T00:00:00Z", 0.1, 60, 0,
+                tuple(PlanShard(i, 6, 0, f"m{i}") for i in range(10)))
+    merge = JobMerge(plan, keep=3)
+    for index in reversed(range(10)):  # shards round-robin over the keys, merged in any order
+        merge.add(_tally(index, [f"k{n:02d}" for n in range(index, 60, 10)]))
+        assert len(merge._failed) <= 2 * 3 + 3
+    job = merge.summary()
+    assert [e.key for e in job.failed_items] == ["k00", "k01", "k02"]
+    assert (job.failed_items_total, job.failed_items_truncated, job.items.failed) == (60, True, 60)
+    assert [row.index for row in job.shards] == list(range(10)) and job.error_codes == {"corrupt": 60}
+
+
+class HeldCounting:
+    """A storage that counts the planned documents the summary writer holds: a shard's keys from the GET of its
+    manifest to the PUT of its index part (the last thing done with them)."""
+
+    def __init__(self, inner: MemoryStorage, plan: Plan) -> None:
+        self.inner, self.uri = inner, inner.uri
+        self._manifests = {entry.manifest: entry.items for entry in plan.shards}
+        self._parts = {layout.index_part_key(plan.job_id, entry.index): entry.items for entry in plan.shards}
+        self.held = self.peak = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        data = self.inner.get(key, max_bytes)
+        with self._lock:
+            self.held += self._manifests.get(key, 0)
+            self.peak = max(self.peak, self.held)
+        return data
+
+    def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.inner.put(key, data, content_type)
+        with self._lock:
+            self.held -= self._parts.get(key, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_summary_holds_one_shard_of_keys_per_worker_and_counts_what_is_stored() -> None:
+    inner = MemoryStorage()
+    failed = set(range(0, 3000, 3)) | {2999}  # one more than the summary holds
+    plan = failing_job(inner, "j", 3000, failed, shards=30)
+    largest = max(entry.items for entry in plan.shards)
+    one = HeldCounting(inner, plan)
+    job = write_job_summary(one, "j", workers=1)
+    assert one.peak == largest and one.held == 0
+    four = HeldCounting(inner, plan)
+    assert write_job_summary(four, "j", workers=4)["items"] == job["items"]
+    assert four.peak <= 4 * largest < plan.item_count // 5
+    # The counts are storage's: the same as counting every shard at once.
+    manifests = {e.index: tuple(i.key for i in records.load(inner, e.manifest, Manifest).items) for e in plan.shards}
+    summaries = read_shard_summaries(inner, "j", plan.shard_count)
+    at_once = build_job_summary(plan, summaries, count_stored(inner, manifests, summaries)).to_dict()
+    assert {**job, "created": ""} == {**at_once, "created": ""}
+    assert job["items"]["failed"] == job["failed_items_total"] == len(failed) and job["failed_items_truncated"]
+    assert [e["key"] for e in job["failed_items"]] == sorted(map(doc_key, failed))[:FAILED_ITEMS_IN_SUMMARY]
+    assert read_plan(inner, "j") == plan
