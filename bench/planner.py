@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.measure import finish, load_average, rss_now  # noqa: E402
 
 BASE = "b9426ba"  # main before issue 21
 ETAG = "0123456789abcdef0123456789abcdef"
@@ -115,7 +116,7 @@ def measure(name: str, count: int) -> dict:
 
     source = _source("s3" if name.startswith("s3") else "memory", count)
     planner = _before_planner() if name == "plan-before" else plan
-    before = _rss_now()
+    before = rss_now()
     started = time.perf_counter()
     result: dict = {}
     if name.endswith("list"):
@@ -126,15 +127,7 @@ def measure(name: str, count: int) -> dict:
         kwargs = {"limit": 1 << 30} if name == "plan-10m" else {}
         stored = planner.plan_job("bench", "s3://bench/in", "s3://bench/out", source, dest, policy, **kwargs)
         result.update(keys=stored.item_count, shards=stored.shard_count, puts=dest.puts, manifest_mib=dest.bytes >> 20)
-    result["seconds"] = time.perf_counter() - started
-    result["rss_added_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / (1 << 20)
-    result["rss_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
-
-
-def _rss_now() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+    return finish(result, started, before)
 
 
 def run_child(name: str, count: int) -> dict:
@@ -153,11 +146,12 @@ def report(keys: int, s3_keys: int, big: int, results: dict[str, dict]) -> str:
             ("S3Storage.list, botocore-parsed pages", "s3-list", s3_keys, s3),
             ("planner now, over that listing", "s3-plan", s3_keys, s3),
             ("planner now, 1 GiB table limit", "plan-10m", big, None)]
+    load = load_average()
     lines = [
         "## Shard planner (issue 21)",
         "",
         f"Made by `/work/shared/heavy .venv/bin/python bench/planner.py` on {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{platform.machine()}, Python {platform.python_version()}, load average {_load()} (a shared machine: "
+        f"{platform.machine()}, Python {platform.python_version()}, load average {load} (a shared machine: "
         "compare rows of this one run). Each row is its own process; RSS added = peak RSS - RSS before the "
         "measurement. Manifests: one per 100 keys, counted, not kept.",
         "",
@@ -173,11 +167,6 @@ def report(keys: int, s3_keys: int, big: int, results: dict[str, dict]) -> str:
         lines.append(f"| {label} | {count:,} | {r['seconds']:.2f} | {ratio} | {added:.0f} | "
                      f"{r['rss_peak_mib']:.0f} | {r.get('puts', '—')} |")
     return "\n".join(lines)
-
-
-def _load() -> str:
-    with open("/proc/loadavg") as loadavg:
-        return " ".join(loadavg.read().split()[:3])
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import argparse
 import json
 import platform
 import re
-import resource
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.measure import finish, load_average, rss_now  # noqa: E402
 
 BASE = "b06a2a1"  # main before issue 21 part 2
 JOB = "bench"
@@ -121,7 +122,7 @@ def measure(name: str, count: int, shards: int) -> dict[str, Any]:
     store = SyntheticJob(count, shards)
     if writer is None:
         from inference_pod.job import summary as writer
-    before = _rss_now()
+    before = rss_now()
     started = time.perf_counter()
     result: dict[str, Any] = {}
     if name == "list":
@@ -136,15 +137,7 @@ def measure(name: str, count: int, shards: int) -> dict[str, Any]:
                       puts=store.puts, put_mib=store.put_bytes / (1 << 20),
                       summary_kib=len(store.objects[layout.job_summary_key(JOB)]) / 1024,
                       index_kib=len(store.objects[layout.job_index_key(JOB)]) / 1024)
-    result["seconds"] = time.perf_counter() - started
-    result["rss_added_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / (1 << 20)
-    result["rss_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
-
-
-def _rss_now() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+    return finish(result, started, before)
 
 
 def run_child(name: str, count: int, shards: int) -> dict[str, Any]:
@@ -161,12 +154,13 @@ def report(count: int, shards: int, big: int, results: dict[str, dict[str, Any]]
     rows = [("stream the output listing (floor)", "list"), (f"summary + index before (main {BASE})", "before"),
             ("summary + index now", "now"), ("summary + index now, one shard at a time", "now-1"),
             (f"summary + index now, {big:,} documents over {big * shards // count:,} shards", "now-big")]
+    load = load_average()
     lines = [
         SECTION,
         "",
         f"Made by `/work/shared/heavy .venv/bin/python bench/summary.py --write` (commit {commit}) on "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, Python {platform.python_version()}, load "
-        f"average {_load()} (a shared machine: compare rows of this one run). {count:,} documents over {shards:,} "
+        f"average {load} (a shared machine: compare rows of this one run). {count:,} documents over {shards:,} "
         f"shards, 1 in {FAILED_EVERY} with an error record; every shard succeeded (no result read). Each row is its "
         "own process; RSS added = peak RSS - RSS before the measurement (the store's own bytes excluded).",
         "",
@@ -198,11 +192,6 @@ def write_section(text: str, path: Path = REPO / "BENCHMARKS.md") -> None:
     old = rest[:end.start()] if end else rest
     notes = old[old.rfind("|") + 1:].split("\n", 1)[1] if "|" in old else ""  # what follows the table
     path.write_text(doc[:at] + text + "\n" + notes + (rest[end.start():] if end else ""))
-
-
-def _load() -> str:
-    with open("/proc/loadavg") as loadavg:
-        return " ".join(loadavg.read().split()[:3])
 
 
 def main() -> None:

@@ -18,20 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocrjob_operator.api.names import (
-    ANNOTATION_MANIFEST,
-    CONTAINER_NAME,
-    LABEL_COMPONENT,
-    LABEL_JOB,
-    LABEL_JOB_UID,
-    LABEL_KUEUE_QUEUE,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    MANAGED_BY,
-)
+from ocrjob_operator.api.names import ANNOTATION_MANIFEST, CONTAINER_NAME, LABEL_KUEUE_QUEUE
 from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import EXIT_CATEGORIES, Category
-from ocrjob_operator.podspec import JobRef, ShardIdentity, owner_reference, pod_spec
+from ocrjob_operator.podspec import JobRef, ShardIdentity, owner_reference, pod_spec, shard_labels
 
 # Set by the Job controller on each pod of an Indexed Job: its index, and how many of the index's pods failed
 # (counted failures; the ignored ones are in job-index-ignored-failure-count).
@@ -62,11 +52,6 @@ def pod_failure_policy() -> dict[str, Any]:
         rules.append({"action": action,
                       "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": codes}})
     return {"rules": rules}
-
-
-def shard_labels(job: JobRef) -> dict[str, str]:
-    return {LABEL_NAME: "ocrjob", LABEL_COMPONENT: "shard", LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB: job.name,
-            LABEL_JOB_UID: job.uid}
 
 
 def build_job(job: JobRef, spec: JobSpec, shard_count: int, manifest_pattern: str, *,

@@ -113,11 +113,14 @@ def _resources(spec: JobSpec) -> dict[str, Any]:
     return out
 
 
+def shard_labels(job: JobRef) -> dict[str, str]:
+    """The labels of every shard pod of `job`, whoever creates it (the operator, or the Job controller)."""
+    return {LABEL_NAME: "ocrjob", LABEL_COMPONENT: "shard", LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB: job.name,
+            LABEL_JOB_UID: job.uid}
+
+
 def labels(job: JobRef, shard: int, attempt: int, queue_name: str | None) -> dict[str, str]:
-    out = {
-        LABEL_NAME: "ocrjob", LABEL_COMPONENT: "shard", LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_JOB: job.name, LABEL_JOB_UID: job.uid, LABEL_SHARD: str(shard), LABEL_ATTEMPT: str(attempt),
-    }
+    out = {**shard_labels(job), LABEL_SHARD: str(shard), LABEL_ATTEMPT: str(attempt)}
     if queue_name:
         out[LABEL_KUEUE_QUEUE] = queue_name
     return out
