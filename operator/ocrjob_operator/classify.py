@@ -20,7 +20,15 @@ from enum import Enum
 from typing import Any
 
 from inference_pod.job import exit_codes
-from ocrjob_operator.api.names import ANNOTATION_KILL_MESSAGE, ANNOTATION_KILL_REASON, LABEL_ATTEMPT, LABEL_SHARD
+from ocrjob_operator.api.names import (
+    ANNOTATION_KILL_MESSAGE,
+    ANNOTATION_KILL_REASON,
+    COMPLETION_INDEX_LABEL,
+    INDEX_FAILURE_COUNT_ANNOTATION,
+    INDEX_IGNORED_FAILURE_COUNT_ANNOTATION,
+    LABEL_ATTEMPT,
+    LABEL_SHARD,
+)
 
 # Waiting reasons that mean the pod cannot start as configured. A short grace absorbs registry blips and
 # a Secret created a moment after the OcrJob.
@@ -157,6 +165,21 @@ def _exit_outcome(code: int, reason: str, summary_msg: str) -> tuple[Category, s
     return Category.RETRYABLE, f"ExitCode{code}", summary_msg or f"the container exited with code {code} ({reason})"
 
 
+def _shard(labels: dict[str, str]) -> int:
+    """The pod's shard: the operator's label, or the index the Job controller gave it; -1 when neither."""
+    value = labels.get(LABEL_SHARD) or labels.get(COMPLETION_INDEX_LABEL) or ""
+    return int(value) if value.isdigit() else -1
+
+
+def _attempt(labels: dict[str, str], annotations: dict[str, str]) -> int:
+    """The pod's attempt: the operator's label, or how many earlier pods of its index failed (counted or not)."""
+    value = labels.get(LABEL_ATTEMPT)
+    if value is not None:
+        return int(value) if value.isdigit() else -1
+    counts = [annotations.get(a, "0") for a in (INDEX_FAILURE_COUNT_ANNOTATION, INDEX_IGNORED_FAILURE_COUNT_ANNOTATION)]
+    return sum(int(c) for c in counts) if all(c.isdigit() for c in counts) and _shard(labels) >= 0 else -1
+
+
 def classify_pod(pod: dict[str, Any], now: float) -> PodOutcome:
     """Classify one shard pod (the raw API object, camelCase)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -169,7 +192,7 @@ def classify_pod(pod: dict[str, Any], now: float) -> PodOutcome:
     summary = _summary(message)
     summary_msg = _short((summary or {}).get("message") or (message if summary is None else ""))
     base = dict(
-        name=meta.get("name", ""), shard=int(labels.get(LABEL_SHARD, -1)), attempt=int(labels.get(LABEL_ATTEMPT, -1)),
+        name=meta.get("name", ""), shard=_shard(labels), attempt=_attempt(labels, annotations),
         created_at=parse_time(meta.get("creationTimestamp")) or 0.0,
         started_at=parse_time((state.get("running") or {}).get("startedAt") or terminated.get("startedAt")),
         finished_at=parse_time(terminated.get("finishedAt")), node=(pod.get("spec") or {}).get("nodeName"),

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ocrjob_operator.api.names import ANNOTATION_MANIFEST, CONTAINER_NAME, LABEL_KUEUE_QUEUE
+from ocrjob_operator.api.names import (
+    ANNOTATION_MANIFEST,
+    COMPLETION_INDEX_LABEL,
+    CONTAINER_NAME,
+    INDEX_FAILURE_COUNT_ANNOTATION,
+    LABEL_KUEUE_QUEUE,
+)
 from ocrjob_operator.api.spec import JobSpec
 from ocrjob_operator.classify import EXIT_CATEGORIES, Category
 from ocrjob_operator.podspec import JobRef, ShardIdentity, owner_reference, pod_spec, shard_labels
 
-# Set by the Job controller on each pod of an Indexed Job: its index, and how many of the index's pods failed
-# (counted failures; the ignored ones are in job-index-ignored-failure-count).
-COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-INDEX_FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
 DISRUPTION_CONDITION = "DisruptionTarget"
 POLICY_ACTIONS = {  # the Job controller's action for each category an exit code can have
     Category.DISRUPTED: "Ignore",

@@ -19,9 +19,9 @@ from kubernetes.client.exceptions import ApiException
 
 from inference_pod.job import exit_codes, layout
 from inference_pod.job.settings import SHARD_ENV
-from ocrjob_operator.api.names import LABEL_JOB_UID
+from ocrjob_operator.api.names import COMPLETION_INDEX_LABEL, INDEX_IGNORED_FAILURE_COUNT_ANNOTATION, LABEL_JOB_UID
 from ocrjob_operator.api.spec import parse_spec
-from ocrjob_operator.jobspec import COMPLETION_INDEX_LABEL, build_job
+from ocrjob_operator.jobspec import build_job
 from ocrjob_operator.podspec import JobRef
 from tests.support.cluster import LocalCluster
 from tests.support.procs import wait_until
@@ -29,7 +29,7 @@ from tests.support.runc import RESTRICTED_USER
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 IGNORED_ENV = "IGNORED_FAILURES"  # the stand-in's view of the index's ignored failures (a downward-API field)
-IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
+IGNORED_ANNOTATION = INDEX_IGNORED_FAILURE_COUNT_ANNOTATION
 
 
 @pytest.fixture

@@ -32,6 +32,11 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 
 ANNOTATION_MANIFEST = f"{GROUP}/manifest"
+# Set by the Job controller on each pod of an Indexed Job: its index, and how many earlier pods of that index
+# failed, counted against backoffLimitPerIndex or ignored by the podFailurePolicy.
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+INDEX_FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
+INDEX_IGNORED_FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
 # Set on a pod before the operator kills it (stall), so the kill is classified correctly afterwards.
 ANNOTATION_KILL_REASON = f"{GROUP}/kill-reason"
 ANNOTATION_KILL_MESSAGE = f"{GROUP}/kill-message"

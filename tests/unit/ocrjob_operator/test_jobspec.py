@@ -9,11 +9,16 @@ import pytest
 
 from inference_pod.job import exit_codes, layout, settings
 from inference_pod.job.settings import ATTEMPT_ENV, COMPLETION_INDEX_ENV, SHARD_ENV
-from ocrjob_operator.api.names import LABEL_JOB_UID, LABEL_KUEUE_QUEUE
+from ocrjob_operator.api.names import (
+    COMPLETION_INDEX_LABEL,
+    INDEX_FAILURE_COUNT_ANNOTATION,
+    INDEX_IGNORED_FAILURE_COUNT_ANNOTATION,
+    LABEL_JOB_UID,
+    LABEL_KUEUE_QUEUE,
+)
 from ocrjob_operator.api.spec import parse_spec
 from ocrjob_operator.classify import EXIT_CATEGORIES, SIGKILL_EXIT, Category, classify_pod
 from ocrjob_operator.jobspec import (
-    COMPLETION_INDEX_LABEL,
     DISRUPTION_CONDITION,
     POLICY_ACTIONS,
     build_job,
@@ -122,3 +127,14 @@ def test_a_pod_fills_in_its_index() -> None:
         with pytest.raises(settings.NoShardIndex, match=COMPLETION_INDEX_ENV):
             settings.manifest_for_pod(PATTERN, index)
     assert layout.plan_manifest_key("job", "ab" * 8, 3) == f"_ocrjob/job/plans/{'ab' * 8}/shards/00003.json"
+
+
+def test_a_pod_the_job_controller_made_is_classified_with_its_index_and_attempt() -> None:
+    pod = failed_pod(1)
+    pod["metadata"]["annotations"] = {INDEX_FAILURE_COUNT_ANNOTATION: "1", INDEX_IGNORED_FAILURE_COUNT_ANNOTATION: "2"}
+    outcome = classify_pod(pod, NOW)
+    assert (outcome.shard, outcome.attempt, outcome.category) == (2, 3, Category.RETRYABLE)
+    pod["metadata"]["annotations"] = {}  # the first pod of its index
+    assert classify_pod(pod, NOW).attempt == 0
+    pod["metadata"]["labels"] = {COMPLETION_INDEX_LABEL: "not-a-number"}
+    assert (classify_pod(pod, NOW).shard, classify_pod(pod, NOW).attempt) == (-1, -1)
